@@ -1,0 +1,138 @@
+"""Argument checks shared by the functional API and the layers.
+
+Every check raises before any kernel runs, with a message that names the argument,
+says what was expected and echoes what was given. TypeError is for the wrong kind
+of object or dtype, ValueError for a wrong value or shape.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from numbers import Integral, Real
+from typing import Any
+
+import numpy as np
+
+FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def _describe(value: Any) -> str:
+    if isinstance(value, np.ndarray):
+        return f"array of shape {value.shape} and dtype {value.dtype}"
+    return f"{type(value).__name__} {value!r}"
+
+
+def check_array(
+    x: Any,
+    name: str,
+    *,
+    ndim: int | Iterable[int] | None = None,
+    dtype: np.dtype | None = None,
+) -> np.ndarray:
+    """Return ``x`` as a C-contiguous float32/float64 array, or raise.
+
+    Parameters
+    ----------
+    x : object
+        The argument to check. It must already be a ``numpy.ndarray``.
+    name : str
+        The argument's name, for the error message.
+    ndim : int or iterable of int, optional
+        The accepted numbers of dimensions.
+    dtype : numpy.dtype, optional
+        The one accepted dtype; by default float32 and float64 are accepted.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``x`` itself when it is already C-contiguous, else a contiguous copy (so
+        strided and negative-stride views give correct results).
+    """
+    if not isinstance(x, np.ndarray):
+        raise TypeError(f"{name} must be a numpy.ndarray, got {_describe(x)}")
+    accepted = FLOAT_DTYPES if dtype is None else (np.dtype(dtype),)
+    if x.dtype not in accepted:
+        names = " or ".join(str(d) for d in accepted)
+        raise TypeError(
+            f"{name} must have dtype {names}, got {x.dtype}; "
+            f"convert it first, e.g. {name}.astype(np.{accepted[0]})"
+        )
+    if ndim is not None:
+        allowed = (ndim,) if isinstance(ndim, Integral) else tuple(ndim)
+        if x.ndim not in allowed:
+            want = " or ".join(f"{d}-d" for d in allowed)
+            raise ValueError(f"{name} must be {want}, got {x.ndim}-d shape {x.shape}")
+    return np.ascontiguousarray(x)
+
+
+def check_same_dtype(reference: np.ndarray, ref_name: str, **others: Any) -> None:
+    """Raise TypeError unless every array in ``others`` has ``reference``'s dtype."""
+    for name, arr in others.items():
+        if arr is not None and arr.dtype != reference.dtype:
+            raise TypeError(
+                f"{name} must have the same dtype as {ref_name} ({reference.dtype}), "
+                f"got {arr.dtype}"
+            )
+
+
+def check_int(value: Any, name: str, *, minimum: int | None = None) -> int:
+    """Return ``value`` as a Python int, or raise (bools are refused)."""
+    if isinstance(value, bool) or not isinstance(value, Integral):
+        raise TypeError(f"{name} must be an int, got {_describe(value)}")
+    value = int(value)
+    if minimum is not None and value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    return value
+
+
+def check_pair(value: Any, name: str, *, minimum: int) -> tuple[int, int]:
+    """Normalise an int or a pair of ints to ``(int, int)``, each ``>= minimum``."""
+    if isinstance(value, (tuple, list)):
+        if len(value) != 2:
+            raise ValueError(
+                f"{name} must be an int or a pair of ints, got {_describe(value)}"
+            )
+        first, second = value
+    else:
+        first = second = value
+    for item in (first, second):
+        if isinstance(item, bool) or not isinstance(item, Integral):
+            raise TypeError(
+                f"{name} must be an int or a pair of ints, got {_describe(value)}"
+            )
+        if item < minimum:
+            raise ValueError(f"{name} must be >= {minimum}, got {value!r}")
+    return int(first), int(second)
+
+
+def check_real(
+    value: Any,
+    name: str,
+    *,
+    low: float | None = None,
+    high: float | None = None,
+    low_inclusive: bool = True,
+    high_inclusive: bool = True,
+) -> float:
+    """Return ``value`` as a finite Python float inside the given bounds, or raise."""
+    if isinstance(value, bool) or not isinstance(value, Real):
+        raise TypeError(f"{name} must be a real number, got {_describe(value)}")
+    value = float(value)
+    if not np.isfinite(value):
+        raise ValueError(f"{name} must be finite, got {value}")
+    if low is not None and (value < low or (value == low and not low_inclusive)):
+        sign = ">=" if low_inclusive else ">"
+        raise ValueError(f"{name} must be {sign} {low}, got {value}")
+    if high is not None and (value > high or (value == high and not high_inclusive)):
+        sign = "<=" if high_inclusive else "<"
+        raise ValueError(f"{name} must be {sign} {high}, got {value}")
+    return value
+
+
+def check_choice(value: Any, name: str, choices: Iterable[str]) -> str:
+    """Raise ValueError unless ``value`` is one of ``choices``."""
+    choices = tuple(choices)
+    if not isinstance(value, str) or value not in choices:
+        listed = ", ".join(repr(c) for c in choices)
+        raise ValueError(f"{name} must be one of {listed}, got {value!r}")
+    return value
