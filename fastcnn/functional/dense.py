@@ -1,0 +1,177 @@
+"""The dense (fully connected) layer's forward and backward pass, as in F.linear.
+
+The matrix products go through ``np.matmul`` (BLAS); adding the bias and summing
+its gradient are the parallel Numba kernels of :mod:`fastcnn.kernels.dense`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from fastcnn._validation import check_array, check_same_dtype
+from fastcnn.kernels.dense import add_bias_rows, sum_rows_into
+
+
+@dataclass(frozen=True)
+class LinearContext:
+    """What :func:`linear_backward` needs from the forward pass (treat as opaque).
+
+    Attributes
+    ----------
+    x : numpy.ndarray, shape (m, in_features)
+        The input, C-contiguous, its leading axes flattened into ``m``.
+    weight : numpy.ndarray, shape (out_features, in_features)
+        The weight of the forward pass.
+    has_bias : bool
+        Whether the forward pass added a bias.
+    input_shape : tuple of int
+        The shape of the input as given, ``(..., in_features)``.
+    """
+
+    x: np.ndarray
+    weight: np.ndarray
+    has_bias: bool
+    input_shape: tuple[int, ...]
+
+
+def _check_linear_args(
+    x: Any, weight: Any, bias: Any
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    checked = check_array(x, "x")
+    # check_array's contiguous copy of a 0-d array is 1-d: test the original.
+    if x.ndim == 0:
+        raise ValueError(
+            f"x must be at least 1-d (..., in_features), got 0-d {x.shape}"
+        )
+    x = checked
+    weight = check_array(weight, "weight", ndim=2)
+    if bias is not None:
+        bias = check_array(bias, "bias", ndim=1)
+    check_same_dtype(x, "x", weight=weight, bias=bias)
+    out_features, in_features = weight.shape
+    if x.shape[-1] != in_features:
+        raise ValueError(
+            f"weight of shape {weight.shape} expects {in_features} input features, "
+            f"but x of shape {x.shape} has {x.shape[-1]} (its last axis)"
+        )
+    if bias is not None and bias.shape != (out_features,):
+        raise ValueError(
+            f"bias must have shape ({out_features},) to match weight of shape "
+            f"{weight.shape}, got {bias.shape}"
+        )
+    return x, weight, bias
+
+
+def linear_forward(
+    x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None = None
+) -> tuple[np.ndarray, LinearContext]:
+    """Compute ``x @ weight.T + bias`` and keep what :func:`linear_backward` needs.
+
+    Parameters
+    ----------
+    x : numpy.ndarray, shape (..., in_features), float32 or float64
+        Input; any number of leading axes, including none (a single sample).
+    weight : numpy.ndarray, shape (out_features, in_features)
+        Same dtype as ``x``.
+    bias : numpy.ndarray, shape (out_features,), optional
+        Same dtype as ``x``.
+
+    Returns
+    -------
+    y : numpy.ndarray, shape (..., out_features), dtype of ``x``
+        The output.
+    ctx : LinearContext
+        Holds references to ``x`` (contiguous) and ``weight``; do not modify them
+        in place before the backward pass.
+
+    Notes
+    -----
+    The output shape is ``x.shape[:-1] + (out_features,)``.
+    """
+    x, weight, bias = _check_linear_args(x, weight, bias)
+    out_features, in_features = weight.shape
+    x2d = x.reshape(-1, in_features)
+
+    y = np.matmul(x2d, weight.T)
+    if bias is not None:
+        add_bias_rows(y, bias)
+
+    ctx = LinearContext(x2d, weight, bias is not None, x.shape)
+    return y.reshape((*x.shape[:-1], out_features)), ctx
+
+
+def linear(
+    x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None = None
+) -> np.ndarray:
+    """Dense layer ``y = x @ weight.T + bias``, as ``torch.nn.functional.linear``.
+
+    Parameters
+    ----------
+    x : numpy.ndarray, shape (..., in_features), float32 or float64
+        Input; any number of leading axes, including none (a single sample).
+    weight : numpy.ndarray, shape (out_features, in_features)
+        Same dtype as ``x``.
+    bias : numpy.ndarray, shape (out_features,), optional
+        Same dtype as ``x``.
+
+    Returns
+    -------
+    numpy.ndarray, shape (..., out_features), dtype of ``x``
+
+    Notes
+    -----
+    The output shape is ``x.shape[:-1] + (out_features,)``.
+    """
+    return linear_forward(x, weight, bias)[0]
+
+
+def linear_backward(
+    grad_output: np.ndarray, ctx: LinearContext
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Gradients of a loss with respect to the input, weight and bias of a linear.
+
+    Parameters
+    ----------
+    grad_output : numpy.ndarray, shape (..., out_features)
+        Gradient with respect to the output of :func:`linear_forward`, with the
+        output's shape and dtype.
+    ctx : LinearContext
+        The context returned by :func:`linear_forward`.
+
+    Returns
+    -------
+    grad_input : numpy.ndarray, shape (..., in_features)
+        ``grad_output @ weight``, the shape of the forward input.
+    grad_weight : numpy.ndarray, shape (out_features, in_features)
+        ``grad_output^T @ x`` summed over every leading axis.
+    grad_bias : numpy.ndarray, shape (out_features,), or None
+        ``grad_output`` summed over every leading axis; None when the forward pass
+        had no bias.
+    """
+    if not isinstance(ctx, LinearContext):
+        raise TypeError(
+            "ctx must be the LinearContext returned by linear_forward, got "
+            f"{type(ctx).__name__}"
+        )
+    out_features = ctx.weight.shape[0]
+    # check_array's contiguous copy of a 0-d array is 1-d: keep the original shape.
+    grad_output = check_array(grad_output, "grad_output").reshape(grad_output.shape)
+    check_same_dtype(ctx.weight, "weight", grad_output=grad_output)
+    want = (*ctx.input_shape[:-1], out_features)
+    if grad_output.shape != want:
+        raise ValueError(
+            f"grad_output must have the shape of the forward output {want}, "
+            f"got {grad_output.shape}"
+        )
+    g2d = grad_output.reshape(-1, out_features)
+
+    grad_input = np.matmul(g2d, ctx.weight).reshape(ctx.input_shape)
+    grad_weight = np.matmul(g2d.T, ctx.x)
+    grad_bias = None
+    if ctx.has_bias:
+        grad_bias = np.empty(out_features, dtype=grad_output.dtype)
+        sum_rows_into(g2d, grad_bias)
+    return grad_input, grad_weight, grad_bias
