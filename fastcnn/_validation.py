@@ -62,7 +62,8 @@ def check_array(
         if x.ndim not in allowed:
             want = " or ".join(f"{d}-d" for d in allowed)
             raise ValueError(f"{name} must be {want}, got {x.ndim}-d shape {x.shape}")
-    return np.ascontiguousarray(x)
+    # ``np.ascontiguousarray`` would turn a 0-d array into shape (1,).
+    return x if x.flags.c_contiguous else np.ascontiguousarray(x)
 
 
 def check_same_dtype(reference: np.ndarray, ref_name: str, **others: Any) -> None:

@@ -46,7 +46,7 @@ def as_layer_input(x: Any, name: str, dtype: np.dtype | None) -> np.ndarray:
         )
     if dtype is None:
         dtype = x.dtype if x.dtype in (np.float32, np.float64) else np.float32
-    return np.ascontiguousarray(x, dtype=dtype)
+    return np.asarray(x, dtype=dtype, order="C")
 
 
 class Layer:
