@@ -205,6 +205,7 @@ def torch_twin(layer, torch):
     return module.double()
 
 
+@pytest.mark.filterwarnings("ignore:Using padding='same':UserWarning")
 @pytest.mark.parametrize(("name", "factory", "shape"), LAYER_CASES, ids=CASE_IDS)
 def test_agrees_with_torch(name, factory, shape, rng, torch):
     layer = factory()
