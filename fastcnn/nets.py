@@ -1,0 +1,67 @@
+"""Ready-made network architectures."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from fastcnn.layers import Conv2D, Dense, Flatten, MaxPool2D, ReLU
+from fastcnn.models import Sequential
+
+
+def lenet(
+    in_channels: int = 1,
+    image_size: int | tuple[int, int] = 28,
+    num_classes: int = 10,
+    *,
+    channels: tuple[int, int] = (8, 16),
+    hidden: int = 64,
+    dtype: type | np.dtype = np.float32,
+    rng: int | np.random.Generator | None = None,
+) -> Sequential:
+    """Build the small LeNet-style CNN that ``fastcnn train`` trains.
+
+    conv 3x3 (padding 1) -> ReLU -> max-pool 2 -> conv 3x3 (padding 1) -> ReLU ->
+    max-pool 2 -> flatten -> dense -> ReLU -> dense (logits).
+
+    Parameters
+    ----------
+    in_channels : int
+        Channels of the input images (1 for MNIST).
+    image_size : int or (int, int)
+        Height and width of the input images; each must be divisible by 4.
+    num_classes : int
+        Number of output logits.
+    channels : (int, int)
+        Output channels of the two convolutions.
+    hidden : int
+        Width of the hidden dense layer.
+    dtype : numpy dtype
+        float32 (default) or float64.
+    rng : int, numpy.random.Generator or None
+        Seed or generator for the weight initialisation.
+
+    Returns
+    -------
+    Sequential
+        The untrained model, taking ``(N, in_channels, H, W)`` and returning
+        ``(N, num_classes)`` logits.
+    """
+    h, w = (image_size, image_size) if np.ndim(image_size) == 0 else image_size
+    if h % 4 or w % 4 or h < 4 or w < 4:
+        raise ValueError(f"image_size must be positive multiples of 4, got {(h, w)}")
+    rng = np.random.default_rng(rng)
+    c1, c2 = channels
+    return Sequential(
+        [
+            Conv2D(in_channels, c1, 3, padding=1, dtype=dtype, rng=rng),
+            ReLU(),
+            MaxPool2D(2),
+            Conv2D(c1, c2, 3, padding=1, dtype=dtype, rng=rng),
+            ReLU(),
+            MaxPool2D(2),
+            Flatten(),
+            Dense(c2 * (h // 4) * (w // 4), hidden, dtype=dtype, rng=rng),
+            ReLU(),
+            Dense(hidden, num_classes, dtype=dtype, rng=rng),
+        ]
+    )
