@@ -15,6 +15,11 @@ import numpy as np
 
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
+#: Largest accepted window size, stride, padding or dilation. Kernels compute in
+#: 64-bit integers; with every such argument below 2**31 their products cannot
+#: overflow.
+MAX_WINDOW_ARGUMENT = 2**31 - 1
+
 
 def _describe(value: Any) -> str:
     if isinstance(value, np.ndarray):
@@ -34,7 +39,8 @@ def check_array(
     Parameters
     ----------
     x : object
-        The argument to check. It must already be a ``numpy.ndarray``.
+        The argument to check. It must already be a ``numpy.ndarray``; a masked
+        array is refused, other subclasses are viewed as plain arrays.
     name : str
         The argument's name, for the error message.
     ndim : int or iterable of int, optional
@@ -45,11 +51,20 @@ def check_array(
     Returns
     -------
     numpy.ndarray
-        ``x`` itself when it is already C-contiguous, else a contiguous copy (so
-        strided and negative-stride views give correct results).
+        ``x`` itself when it is a C-contiguous plain array, else a plain
+        C-contiguous view or copy (so strided and negative-stride views give
+        correct results).
     """
     if not isinstance(x, np.ndarray):
         raise TypeError(f"{name} must be a numpy.ndarray, got {_describe(x)}")
+    if isinstance(x, np.ma.MaskedArray):
+        raise TypeError(
+            f"{name} must be a plain numpy.ndarray, got a masked array (its mask "
+            f"would be ignored); fill it first, e.g. {name}.filled(0.0)"
+        )
+    if type(x) is not np.ndarray:
+        # Other subclasses (np.matrix, ...) are read as plain arrays.
+        x = x.view(np.ndarray)
     accepted = FLOAT_DTYPES if dtype is None else (np.dtype(dtype),)
     if x.dtype not in accepted:
         names = " or ".join(str(d) for d in accepted)
@@ -87,7 +102,10 @@ def check_int(value: Any, name: str, *, minimum: int | None = None) -> int:
 
 
 def check_pair(value: Any, name: str, *, minimum: int) -> tuple[int, int]:
-    """Normalise an int or a pair of ints to ``(int, int)``, each ``>= minimum``."""
+    """Normalise an int or a pair of ints to ``(int, int)``, each ``>= minimum``.
+
+    Each must also be at most :data:`MAX_WINDOW_ARGUMENT`.
+    """
     if isinstance(value, (tuple, list)):
         if len(value) != 2:
             raise ValueError(
@@ -103,6 +121,10 @@ def check_pair(value: Any, name: str, *, minimum: int) -> tuple[int, int]:
             )
         if item < minimum:
             raise ValueError(f"{name} must be >= {minimum}, got {value!r}")
+        if item > MAX_WINDOW_ARGUMENT:
+            raise ValueError(
+                f"{name} must be <= {MAX_WINDOW_ARGUMENT} (2**31 - 1), got {value!r}"
+            )
     return int(first), int(second)
 
 

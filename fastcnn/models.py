@@ -267,7 +267,8 @@ class Sequential:
         Parameters
         ----------
         x : numpy.ndarray of shape (N, ...)
-            The samples.
+            The samples, ``N >= 1``, of a real numeric dtype; each sample must
+            have a shape the model accepts (see :meth:`output_shape`).
         batch_size : int, default 256
             Samples per forward pass.
 
@@ -569,6 +570,15 @@ class Sequential:
             raise ValueError(
                 f"{name} must hold at least one sample, got shape {x.shape}"
             )
+        # A sample of the wrong shape could otherwise pass as an unbatched input
+        # of some layer and give outputs that do not match the samples.
+        try:
+            self.output_shape(x.shape[1:])
+        except (TypeError, ValueError) as error:
+            raise ValueError(
+                f"{name} has per-sample shape {x.shape[1:]}, which the model does "
+                f"not accept: {error}"
+            ) from error
         return x
 
     def _check_xy(
@@ -591,13 +601,8 @@ class Sequential:
         self, x: np.ndarray, y: np.ndarray, x_name: str, y_name: str
     ) -> None:
         """Check class targets against the model's output width."""
-        try:
-            out_shape = self.output_shape(x.shape[1:])
-        except (TypeError, ValueError) as error:
-            raise ValueError(
-                f"{x_name} has per-sample shape {x.shape[1:]}, which the model does "
-                f"not accept: {error}"
-            ) from error
+        # _check_x has made sure that the model accepts the samples.
+        out_shape = self.output_shape(x.shape[1:])
         if len(out_shape) != 1:
             raise ValueError(
                 f"cross-entropy needs per-sample outputs of shape (K,), the model "

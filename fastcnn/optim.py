@@ -108,7 +108,9 @@ class Optimizer:
 
         Parameters whose layer holds no gradient for them are skipped (their state
         is left untouched), as PyTorch skips parameters whose ``grad`` is None.
+        Every gradient is checked before any parameter changes.
         """
+        updates = []
         for key, param, grad in self._slots():
             if grad is None:
                 continue
@@ -118,7 +120,13 @@ class Optimizer:
                     f"the gradient of {key} must be an array of shape "
                     f"{param.shape}, got {got}"
                 )
-            grad = np.asarray(grad, dtype=param.dtype)
+            if grad.dtype.kind not in "biuf":
+                raise TypeError(
+                    f"the gradient of {key} must have a real numeric dtype, "
+                    f"got {grad.dtype}"
+                )
+            updates.append((key, param, np.asarray(grad, dtype=param.dtype)))
+        for key, param, grad in updates:
             self._update(key, param, grad)
 
     def zero_grad(self) -> None:

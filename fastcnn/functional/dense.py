@@ -6,6 +6,7 @@ its gradient are the parallel Numba kernels of :mod:`fastcnn.kernels.dense`.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -93,7 +94,8 @@ def linear_forward(
     """
     x, weight, bias = _check_linear_args(x, weight, bias)
     out_features, in_features = weight.shape
-    x2d = x.reshape(-1, in_features)
+    # The row count is explicit: reshape(-1, 0) is ambiguous for in_features == 0.
+    x2d = x.reshape(math.prod(x.shape[:-1]), in_features)
 
     y = np.matmul(x2d, weight.T)
     if bias is not None:
@@ -166,7 +168,7 @@ def linear_backward(
             f"grad_output must have the shape of the forward output {want}, "
             f"got {grad_output.shape}"
         )
-    g2d = grad_output.reshape(-1, out_features)
+    g2d = grad_output.reshape(math.prod(grad_output.shape[:-1]), out_features)
 
     grad_input = np.matmul(g2d, ctx.weight).reshape(ctx.input_shape)
     grad_weight = np.matmul(g2d.T, ctx.x)
