@@ -214,6 +214,33 @@ def test_nan_propagates_to_every_window_holding_it(rng, dtype):
     assert grad_input[0, 0, 2, 3] == holds_nan.sum()
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize(
+    ("kernel_size", "stride", "padding", "ceil_mode"),
+    [(2, 2, 0, False), (3, 1, 1, False), (3, 2, 1, True)],
+)
+def test_non_finite_values_match_reference(
+    rng, kernel_size, stride, padding, ceil_mode, dtype
+):
+    # Planes holding NaN or infinity take another path than finite ones.
+    x = np.round(rng.normal(size=(2, 3, 7, 8)), 1)
+    x[0, 0, 3, 4] = np.inf
+    x[0, 1, 0, 0] = -np.inf
+    x[1, 0, 2, 2] = x[1, 0, 5, 1] = np.nan
+    x[1, 2] = -np.inf
+    x = x.astype(dtype)
+    args = (kernel_size, stride, padding, ceil_mode)
+
+    y, ctx = F.max_pool2d_forward(x, *args)
+    g = rng.normal(size=y.shape).astype(dtype)
+
+    np.testing.assert_array_equal(y, R.max_pool2d(x, *args).astype(dtype))
+    assert_close(
+        F.max_pool2d_backward(g, ctx), R.max_pool2d_backward(g, x, *args), dtype
+    )
+    assert_close(F.avg_pool2d(x, *args), R.avg_pool2d(x, *args), dtype)
+
+
 def test_max_gradient_goes_to_last_nan_of_window():
     x = np.zeros((1, 1, 2, 2))
     x[0, 0, 0, 1] = np.nan
@@ -347,15 +374,18 @@ def pool_problems(draw):
     ):
         span = size + 2 * p - k + (s - 1 if window["ceil_mode"] else 0)
         assume(span >= 0)
-    return shape, window, draw(st.booleans()), draw(st.integers(0, 2**32 - 1))
+    count_include_pad, non_finite = draw(st.booleans()), draw(st.booleans())
+    return shape, window, count_include_pad, non_finite, draw(st.integers(0, 2**32 - 1))
 
 
 @settings(max_examples=30)
 @given(problem=pool_problems())
 def test_pooling_hypothesis_shapes_and_windows(problem):
-    shape, window, count_include_pad, seed = problem
+    shape, window, count_include_pad, non_finite, seed = problem
     rng = np.random.default_rng(seed)
     x = np.round(rng.normal(size=shape), 1)  # rounded: ties happen too
+    if non_finite and x.size > 0:
+        x.flat[rng.integers(0, x.size, size=3)] = [np.nan, np.inf, -np.inf]
     args = tuple(window.values())
 
     y, ctx = F.max_pool2d_forward(x, *args)

@@ -3,20 +3,23 @@
 Every kernel works on C-contiguous stacks of planes: ``x`` of shape
 ``(planes, h, w)`` (``planes = N * C``) and ``y`` of shape ``(planes, h_out,
 w_out)``. Output ``(oh, ow)`` pools the window whose top-left corner is input
-``(oh * sh - ph, ow * sw - pw)``, clipped to the input.
+``(oh * sh - ph, ow * sw - pw)``.
 
-Windows that lie wholly inside the input ("interior" outputs, the bulk of the
-work) are reduced by whole-plane passes over the flattened plane: pass ``t``
-combines the running result at flat position ``q`` with the one at ``q +
-shift_t``, first along rows, then down columns. These loops are long and
-branch-free, so LLVM vectorises them. Flat positions whose window would wrap
-around a row end are computed too but never read. The few windows clipped by
-padding or by ``ceil_mode`` go through a plain loop over the window.
+Each plane is first embedded in a padded plane of ``hp x wp`` cells that holds
+every window whole: the padding, plus the cells beyond it that ``ceil_mode`` may
+add, are ``-inf`` for max pooling and 0 for average pooling (when there are none
+the input plane is used as it is). Windows are then reduced by passes over the
+whole flattened padded plane, each a long branch-free loop that LLVM vectorises:
+first the ``kw`` elements of a row that start at every flat position, then the
+``kh`` such row results a row (``wp`` positions) apart. Positions whose window
+would wrap around a row end are computed too but never read. A table of the
+top-left position of every output's window then moves the results to the
+output.
 
-The parallel kernels split the planes into one contiguous block per thread:
-each ``prange`` iteration owns whole planes of the output and its own scratch
-buffers, so results do not depend on the number of threads. Arithmetic is in the
-arrays' dtype.
+The parallel kernels split the planes into blocks, one ``prange`` iteration
+each: an iteration owns whole planes of the output and its own scratch buffers,
+so results do not depend on the number of threads or blocks. Arithmetic is in
+the arrays' dtype.
 """
 
 from __future__ import annotations
@@ -27,33 +30,72 @@ from numba import prange
 from fastcnn._config import parallel_kernel, serial_kernel
 
 # ----------------------------------------------------------------------------
-# Shared geometry
+# Geometry and helpers shared by max and average pooling
 # ----------------------------------------------------------------------------
 
 
 @serial_kernel
-def _interior_range(size, size_out, k, s, p):
-    """Return ``(lo, hi)``: outputs ``lo <= o < hi`` have windows inside the input.
+def _padded_shape(h, w, h_out, w_out, kh, kw, sh, sw, ph, pw):
+    """Return ``(hp, wp)``: a padded plane holding the input and every window.
 
-    Parameters
-    ----------
-    size, size_out, k, s, p : int
-        Input length, output length, kernel, stride and padding along one axis.
+    The input sits at rows ``ph ... ph + h - 1`` and columns ``pw ... pw + w - 1``;
+    window ``(oh, ow)`` covers rows ``oh * sh ... oh * sh + kh - 1`` and columns
+    ``ow * sw ... ow * sw + kw - 1``.
     """
-    lo = (p + s - 1) // s
-    hi = min(size_out, (size + p - k) // s + 1)
-    return lo, max(lo, hi)
+    hp = max(h + 2 * ph, (h_out - 1) * sh + kh)
+    wp = max(w + 2 * pw, (w_out - 1) * sw + kw)
+    return hp, wp
 
 
 @serial_kernel
-def _skipped_columns(oh, oh_lo, oh_hi, ow_lo, ow_hi, w_out):
-    """Return ``(first, count)``: the interior columns of output row ``oh``.
+def _corners(h_out, w_out, sh, sw, wp):
+    """Return the flat padded position of every output window's top-left cell.
 
-    They are ``first <= ow < first + count``, none when the row is not interior.
+    Unsigned, so that indexing with them needs no negative-index handling.
     """
-    if oh_lo <= oh < oh_hi and ow_lo < ow_hi:
-        return ow_lo, ow_hi - ow_lo
-    return w_out, 0
+    corners = np.empty(h_out * w_out, np.uintp)
+    for oh in range(h_out):
+        for ow in range(w_out):
+            corners[oh * w_out + ow] = oh * sh * wp + ow * sw
+    return corners
+
+
+@serial_kernel
+def _doubling_shifts(k, step):
+    """Return the shifts of the passes that combine ``k`` results ``step`` apart.
+
+    The covered span doubles each pass until it reaches ``k`` (the last pass may
+    overlap the previous span), so ``k`` results take ``ceil(log2(k))`` passes;
+    the shifts add up to ``(k - 1) * step``.
+    """
+    shifts = np.empty(64, np.int64)
+    count = 0
+    span = 1
+    while span < k:
+        shifts[count] = min(span, k - span) * step
+        count += 1
+        span = min(2 * span, k)
+    return shifts[:count]
+
+
+@serial_kernel
+def _embed(xp, ph, pw, wp, out):
+    """Copy the plane ``xp`` into the flat padded plane ``out`` at ``(ph, pw)``."""
+    h, w = xp.shape
+    for ih in range(h):
+        start = (ih + ph) * wp + pw
+        for iw in range(w):
+            out[np.uintp(start + iw)] = xp[ih, iw]
+
+
+@serial_kernel
+def _crop(src, ph, pw, wp, out):
+    """Copy the input part of the flat padded plane ``src`` into the plane ``out``."""
+    h, w = out.shape
+    for ih in range(h):
+        start = (ih + ph) * wp + pw
+        for iw in range(w):
+            out[ih, iw] = src[np.uintp(start + iw)]
 
 
 @serial_kernel
@@ -86,40 +128,50 @@ def _block(block, blocks, planes):
 # ----------------------------------------------------------------------------
 # Max pooling
 # ----------------------------------------------------------------------------
+#
+# The passes combine two running maxima, an earlier and a later one (in
+# row-major order), keeping the later only when it is strictly greater. Folding
+# a window's elements this way keeps its first maximum, as PyTorch does on the
+# CPU, and overlapping operands do not change the result. The comparison is a
+# single ordered one, which compiles to max and conditional-move instructions
+# without branches; it gives the right answer only for finite input (and -inf
+# padding), so planes holding NaN or infinity take the exact per-window loop.
 
 
 @serial_kernel
-def _max_fold_shifted(src_v, src_i, shift, n, out_v, out_i):
-    """Combine the running maxima at ``q`` and ``q + shift`` for ``q < n``.
+def _all_finite(values):
+    """Return whether no element of ``values`` is NaN or infinite."""
+    inf = values.dtype.type(np.inf)
+    bad = values.dtype.type(0)
+    for q in range(values.size):
+        bad += 0 if abs(values[q]) < inf else 1
+    return bad == 0
+
+
+@serial_kernel
+def _max_shifted(src_v, src_i, shift, n, out_v, out_i):
+    """Combine the running maxima ``src[u]`` and ``src[u + shift]`` for ``u < n``.
 
     Parameters
     ----------
     src_v : numpy.ndarray, shape (>= n + shift,)
-        Running maxima, each covering elements that all come before (in
-        row-major order) those covered by the maximum ``shift`` places later.
+        Running maxima (or the flat padded plane itself).
     src_i : numpy.ndarray of int, shape (>= n + shift,)
-        Flat indices of those maxima in the plane.
+        The input flat index of each maximum.
     shift, n : int
-        Offset of the second operand and number of positions.
+        Offset of the later operand and number of positions.
     out_v, out_i : numpy.ndarray, shape (>= n,)
-        Combined maxima and indices; must not overlap ``src_v``/``src_i``.
-
-    Notes
-    -----
-    The later operand wins when it is greater or NaN. Folding in row-major
-    order this way keeps the first maximum of a window, or its last NaN, which
-    is PyTorch's choice on the CPU. Overlapping operands are harmless: the
-    winner depends only on which elements are covered.
+        Combined maxima and indices; must not overlap ``src_v`` or ``src_i``.
     """
-    for q in range(n):
-        best = src_v[q]
-        best_index = src_i[q]
-        later = np.uintp(q + shift)
+    for u in range(n):
+        best = src_v[u]
+        best_index = src_i[u]
+        later = np.uintp(u + shift)
         v = src_v[later]
         v_index = src_i[later]
-        take = (v > best) | (v != v)
-        out_v[q] = v if take else best
-        out_i[q] = v_index if take else best_index
+        take = v > best
+        out_v[u] = v if take else best
+        out_i[u] = v_index if take else best_index
 
 
 @serial_kernel
@@ -142,75 +194,63 @@ def _window_max(xp, h_lo, h_hi, w_lo, w_hi):
 
 
 @serial_kernel
-def _fold_shifts(kh, kw, w):
-    """Return the flat shifts of the passes that reduce a ``kh x kw`` window.
-
-    Along each axis the covered span doubles each pass until it reaches the
-    kernel size (the last pass may overlap the previous span), so a window of
-    ``k`` elements takes ``ceil(log2(k))`` passes.
-    """
-    shifts = np.empty(64, np.int64)
-    count = 0
-    for k, step in ((kw, 1), (kh, w)):
-        span = 1
-        while span < k:
-            shifts[count] = min(span, k - span) * step
-            count += 1
-            span = min(2 * span, k)
-    return shifts[:count]
+def _padded_flat_index(h, w, hp, wp, ph, pw, dtype_like):
+    """Return the input flat index of every padded cell (0 for padding cells)."""
+    flat_index = np.zeros(hp * wp, dtype_like.dtype)
+    for ih in range(h):
+        for iw in range(w):
+            flat_index[(ih + ph) * wp + iw + pw] = ih * w + iw
+    return flat_index
 
 
 @serial_kernel
 def _max_pool_planes(x, kh, kw, sh, sw, ph, pw, y, indices, first, stop):
-    """Max-pool planes ``first <= p < stop`` of ``x`` (see max_pool2d_forward)."""
-    h, w = x.shape[1], x.shape[2]
+    """Max-pool planes ``first <= p < stop`` (see :func:`max_pool2d_forward`)."""
+    planes, h, w = x.shape
     h_out, w_out = y.shape[1], y.shape[2]
-    hw = h * w
-    oh_lo, oh_hi = _interior_range(h, h_out, kh, sh, ph)
-    ow_lo, ow_hi = _interior_range(w, w_out, kw, sw, pw)
-    interior = oh_hi > oh_lo and ow_hi > ow_lo
-    shifts = _fold_shifts(kh, kw, w)
-    flat_index = np.arange(hw).astype(indices.dtype)
-    a_v = np.empty(hw, x.dtype)
-    a_i = np.empty(hw, indices.dtype)
-    b_v = np.empty(hw, x.dtype)
-    b_i = np.empty(hw, indices.dtype)
+    hp, wp = _padded_shape(h, w, h_out, w_out, kh, kw, sh, sw, ph, pw)
+    size = hp * wp
+    padded = hp != h or wp != w
+    corners = _corners(h_out, w_out, sh, sw, wp)
+    shifts = np.concatenate((_doubling_shifts(kw, 1), _doubling_shifts(kh, wp)))
+    flat_index = _padded_flat_index(h, w, hp, wp, ph, pw, indices)
+    plane = np.full(size, -np.inf, x.dtype)
+    a_v = np.empty(size, x.dtype)
+    a_i = np.empty(size, indices.dtype)
+    b_v = np.empty(size, x.dtype)
+    b_i = np.empty(size, indices.dtype)
+    y_flat = y.reshape(planes, h_out * w_out)
+    indices_flat = indices.reshape(planes, h_out * w_out)
 
     for p in range(first, stop):
         xp = x[p]
-        if interior:
-            # Reduce every window anchored in the plane; the result is in a_*.
-            xf = xp.reshape(hw)
-            n = hw
-            if shifts.size == 0:
-                _copy_into(xf, a_v, hw)
-                _copy_into(flat_index, a_i, hw)
-            for t in range(shifts.size):
-                n -= shifts[t]
-                if t == 0:
-                    _max_fold_shifted(xf, flat_index, shifts[t], n, a_v, a_i)
-                else:
-                    _max_fold_shifted(a_v, a_i, shifts[t], n, b_v, b_i)
-                    a_v, b_v = b_v, a_v
-                    a_i, b_i = b_i, a_i
-            for oh in range(oh_lo, oh_hi):
-                base = (oh * sh - ph) * w - pw
-                for ow in range(ow_lo, ow_hi):
-                    q = np.uintp(base + ow * sw)
-                    y[p, oh, ow] = a_v[q]
-                    indices[p, oh, ow] = a_i[q]
+        if not _all_finite(xp.reshape(h * w)):
+            for oh in range(h_out):
+                h0 = oh * sh - ph
+                for ow in range(w_out):
+                    w0 = ow * sw - pw
+                    best, best_index = _window_max(
+                        xp, max(h0, 0), min(h0 + kh, h), max(w0, 0), min(w0 + kw, w)
+                    )
+                    y[p, oh, ow] = best
+                    indices[p, oh, ow] = best_index
+            continue
 
-        for oh in range(h_out):
-            h0 = oh * sh - ph
-            skip_lo, skip = _skipped_columns(oh, oh_lo, oh_hi, ow_lo, ow_hi, w_out)
-            for t in range(w_out - skip):
-                ow = t if t < skip_lo else t + skip
-                w0 = ow * sw - pw
-                best, best_index = _window_max(
-                    xp, max(h0, 0), min(h0 + kh, h), max(w0, 0), min(w0 + kw, w)
-                )
-                y[p, oh, ow] = best
-                indices[p, oh, ow] = best_index
+        # Maxima over kw columns at every position, then over kh rows; in a_*.
+        n = size - (shifts[0] if shifts.size > 0 else 0)
+        if padded:
+            _embed(xp, ph, pw, wp, plane)
+            _max_shifted(plane, flat_index, size - n, n, a_v, a_i)
+        else:
+            _max_shifted(xp.reshape(size), flat_index, size - n, n, a_v, a_i)
+        for t in range(1, shifts.size):
+            n -= shifts[t]
+            _max_shifted(a_v, a_i, shifts[t], n, b_v, b_i)
+            a_v, b_v = b_v, a_v
+            a_i, b_i = b_i, a_i
+        for j in range(corners.size):
+            y_flat[p, j] = a_v[corners[j]]
+            indices_flat[p, j] = a_i[corners[j]]
 
 
 @parallel_kernel
@@ -246,6 +286,14 @@ def max_pool2d_forward(x, kh, kw, sh, sw, ph, pw, y, indices, blocks):
         _max_pool_planes(x, kh, kw, sh, sw, ph, pw, y, indices, first, stop)
 
 
+@serial_kernel
+def _scatter_add(values, indices, out):
+    """Zero ``out``, then ``out[indices[t]] += values[t]`` for every ``t``."""
+    _zero(out, 0, out.size)
+    for t in range(values.size):
+        out[indices[t]] += values[t]
+
+
 @parallel_kernel
 def max_pool2d_backward(grad_output, indices, grad_input):
     """Route each output gradient to the input element that was the maximum.
@@ -261,14 +309,13 @@ def max_pool2d_backward(grad_output, indices, grad_input):
     """
     planes, h, w = grad_input.shape
     h_out, w_out = grad_output.shape[1], grad_output.shape[2]
+    grad_flat = grad_output.reshape(planes, h_out * w_out)
+    indices_flat = indices.reshape(planes, h_out * w_out)
+    grad_input_flat = grad_input.reshape(planes, h * w)
     # Each iteration owns plane p of grad_input (overlapping windows of one
     # plane accumulate within the iteration).
     for p in prange(planes):
-        g = grad_input[p].reshape(h * w)
-        _zero(g, 0, h * w)
-        for oh in range(h_out):
-            for ow in range(w_out):
-                g[indices[p, oh, ow]] += grad_output[p, oh, ow]
+        _scatter_add(grad_flat[p], indices_flat[p], grad_input_flat[p])
 
 
 # ----------------------------------------------------------------------------
@@ -277,61 +324,68 @@ def max_pool2d_backward(grad_output, indices, grad_input):
 
 
 @serial_kernel
-def _divisor(h0, w0, kh, kw, h, w, ph, pw, count_include_pad):
-    """Return the divisor of the window with top-left corner ``(h0, w0)``.
+def _divisors(h, w, kh, kw, sh, sw, ph, pw, count_include_pad, like):
+    """Return the divisor of every output window, shape ``like.shape[1:]`` flat.
 
     With ``count_include_pad`` it is the window's area within the padded input
     (cells that ``ceil_mode`` adds beyond the padding never count), else the
     number of input elements it covers.
     """
-    if count_include_pad:
-        return (min(h0 + kh, h + ph) - h0) * (min(w0 + kw, w + pw) - w0)
-    return (min(h0 + kh, h) - max(h0, 0)) * (min(w0 + kw, w) - max(w0, 0))
+    h_out, w_out = like.shape[1], like.shape[2]
+    divisors = np.empty(h_out * w_out, like.dtype)
+    for oh in range(h_out):
+        h0 = oh * sh - ph
+        for ow in range(w_out):
+            w0 = ow * sw - pw
+            if count_include_pad:
+                rows = min(h0 + kh, h + ph) - h0
+                cols = min(w0 + kw, w + pw) - w0
+            else:
+                rows = min(h0 + kh, h) - max(h0, 0)
+                cols = min(w0 + kw, w) - max(w0, 0)
+            divisors[oh * w_out + ow] = rows * cols
+    return divisors
 
 
 @serial_kernel
 def _avg_pool_planes(x, kh, kw, sh, sw, ph, pw, count_include_pad, y, first, stop):
-    """Average-pool planes ``first <= p < stop`` of ``x`` (see avg_pool2d_forward)."""
-    h, w = x.shape[1], x.shape[2]
+    """Average-pool planes ``first <= p < stop`` (see :func:`avg_pool2d_forward`)."""
+    planes, h, w = x.shape
     h_out, w_out = y.shape[1], y.shape[2]
-    hw = h * w
-    oh_lo, oh_hi = _interior_range(h, h_out, kh, sh, ph)
-    ow_lo, ow_hi = _interior_range(w, w_out, kw, sw, pw)
-    interior = oh_hi > oh_lo and ow_hi > ow_lo
-    area = y.dtype.type(kh * kw)
-    row_sums = np.empty(hw, x.dtype)
-    window_sums = np.empty(hw, x.dtype)
-    n_rows = hw - (kw - 1)
-    n_windows = n_rows - (kh - 1) * w
+    hp, wp = _padded_shape(h, w, h_out, w_out, kh, kw, sh, sw, ph, pw)
+    size = hp * wp
+    padded = hp != h or wp != w
+    corners = _corners(h_out, w_out, sh, sw, wp)
+    divisors = _divisors(h, w, kh, kw, sh, sw, ph, pw, count_include_pad, y)
+    n_rows = size - (kw - 1)
+    n_windows = n_rows - (kh - 1) * wp
+    plane = np.zeros(size, x.dtype)
+    row_sums = np.empty(size, x.dtype)
+    window_sums = np.empty(size, x.dtype)
+    y_flat = y.reshape(planes, h_out * w_out)
 
     for p in range(first, stop):
+        # Sums of kw consecutive elements at every position, then of kh such
+        # sums a row apart.
         xp = x[p]
-        if interior:
-            # Sums of kw consecutive elements, then of kh such sums a row apart.
-            xf = xp.reshape(hw)
-            _copy_into(xf, row_sums, n_rows)
-            for j in range(1, kw):
-                _add_into(xf, j, row_sums, 0, n_rows)
-            _copy_into(row_sums, window_sums, n_windows)
-            for r in range(1, kh):
-                _add_into(row_sums, r * w, window_sums, 0, n_windows)
-            for oh in range(oh_lo, oh_hi):
-                base = (oh * sh - ph) * w - pw
-                for ow in range(ow_lo, ow_hi):
-                    y[p, oh, ow] = window_sums[np.uintp(base + ow * sw)] / area
+        if padded:
+            _embed(xp, ph, pw, wp, plane)
+            _row_sums(plane, kw, n_rows, row_sums)
+        else:
+            _row_sums(xp.reshape(size), kw, n_rows, row_sums)
+        _copy_into(row_sums, window_sums, n_windows)
+        for r in range(1, kh):
+            _add_into(row_sums, r * wp, window_sums, 0, n_windows)
+        for j in range(corners.size):
+            y_flat[p, j] = window_sums[corners[j]] / divisors[j]
 
-        for oh in range(h_out):
-            h0 = oh * sh - ph
-            skip_lo, skip = _skipped_columns(oh, oh_lo, oh_hi, ow_lo, ow_hi, w_out)
-            for t in range(w_out - skip):
-                ow = t if t < skip_lo else t + skip
-                w0 = ow * sw - pw
-                total = x.dtype.type(0)
-                for ih in range(max(h0, 0), min(h0 + kh, h)):
-                    for iw in range(max(w0, 0), min(w0 + kw, w)):
-                        total += xp[ih, iw]
-                count = _divisor(h0, w0, kh, kw, h, w, ph, pw, count_include_pad)
-                y[p, oh, ow] = total / y.dtype.type(count)
+
+@serial_kernel
+def _row_sums(src, kw, n, out):
+    """``out[q] = src[q] + ... + src[q + kw - 1]`` for ``q < n``."""
+    _copy_into(src, out, n)
+    for j in range(1, kw):
+        _add_into(src, j, out, 0, n)
 
 
 @parallel_kernel
@@ -355,10 +409,11 @@ def avg_pool2d_forward(x, kh, kw, sh, sw, ph, pw, count_include_pad, y, blocks):
     """
     planes = x.shape[0]
     blocks = max(1, min(planes, blocks))
+    cip = count_include_pad
     # Each iteration owns the planes of one block of y.
     for block in prange(blocks):
         first, stop = _block(block, blocks, planes)
-        _avg_pool_planes(x, kh, kw, sh, sw, ph, pw, count_include_pad, y, first, stop)
+        _avg_pool_planes(x, kh, kw, sh, sw, ph, pw, cip, y, first, stop)
 
 
 @serial_kernel
@@ -366,56 +421,39 @@ def _avg_pool_backward_planes(
     grad_output, kh, kw, sh, sw, ph, pw, count_include_pad, grad_input, first, stop
 ):
     """Average-pool backward for planes ``first <= p < stop``."""
-    h, w = grad_input.shape[1], grad_input.shape[2]
+    planes, h, w = grad_input.shape
     h_out, w_out = grad_output.shape[1], grad_output.shape[2]
-    hw = h * w
-    oh_lo, oh_hi = _interior_range(h, h_out, kh, sh, ph)
-    ow_lo, ow_hi = _interior_range(w, w_out, kw, sw, pw)
-    interior = oh_hi > oh_lo and ow_hi > ow_lo
-    area = grad_input.dtype.type(kh * kw)
-    n_rows = hw - (kw - 1)
-    n_windows = n_rows - (kh - 1) * w
-    window_grads = np.zeros(hw, grad_input.dtype)
-    row_grads = np.empty(hw, grad_input.dtype)
+    hp, wp = _padded_shape(h, w, h_out, w_out, kh, kw, sh, sw, ph, pw)
+    size = hp * wp
+    padded = hp != h or wp != w
+    corners = _corners(h_out, w_out, sh, sw, wp)
+    divisors = _divisors(h, w, kh, kw, sh, sw, ph, pw, count_include_pad, grad_output)
+    n_rows = size - (kw - 1)
+    n_windows = n_rows - (kh - 1) * wp
+    window_grads = np.zeros(size, grad_input.dtype)
+    row_grads = np.empty(size, grad_input.dtype)
+    plane = np.empty(size, grad_input.dtype)
+    grad_flat = grad_output.reshape(planes, h_out * w_out)
+    grad_input_flat = grad_input.reshape(planes, h * w)
 
     for p in range(first, stop):
-        g = grad_input[p]
-        gf = g.reshape(hw)
-        if interior:
-            # The transpose of the forward passes: place each interior gradient
-            # at its window's anchor, spread it down kh rows, then along kw
-            # columns.
-            for oh in range(oh_lo, oh_hi):
-                base = (oh * sh - ph) * w - pw
-                for ow in range(ow_lo, ow_hi):
-                    q = np.uintp(base + ow * sw)
-                    window_grads[q] = grad_output[p, oh, ow] / area
-            _copy_into(window_grads, row_grads, n_windows)
-            _zero(row_grads, n_windows, n_rows)
-            for r in range(1, kh):
-                _add_into(window_grads, 0, row_grads, r * w, n_windows)
-            _copy_into(row_grads, gf, n_rows)
-            _zero(gf, n_rows, hw)
-            for j in range(1, kw):
-                _add_into(row_grads, 0, gf, j, n_rows)
-            for oh in range(oh_lo, oh_hi):
-                base = (oh * sh - ph) * w - pw
-                for ow in range(ow_lo, ow_hi):
-                    window_grads[np.uintp(base + ow * sw)] = 0
-        else:
-            _zero(gf, 0, hw)
-
-        for oh in range(h_out):
-            h0 = oh * sh - ph
-            skip_lo, skip = _skipped_columns(oh, oh_lo, oh_hi, ow_lo, ow_hi, w_out)
-            for t in range(w_out - skip):
-                ow = t if t < skip_lo else t + skip
-                w0 = ow * sw - pw
-                count = _divisor(h0, w0, kh, kw, h, w, ph, pw, count_include_pad)
-                share = grad_output[p, oh, ow] / g.dtype.type(count)
-                for ih in range(max(h0, 0), min(h0 + kh, h)):
-                    for iw in range(max(w0, 0), min(w0 + kw, w)):
-                        g[ih, iw] += share
+        # The transpose of the forward passes: place each gradient at its
+        # window's top-left cell, spread it down kh rows, then along kw columns.
+        for j in range(corners.size):
+            window_grads[corners[j]] = grad_flat[p, j] / divisors[j]
+        _copy_into(window_grads, row_grads, n_windows)
+        _zero(row_grads, n_windows, n_rows)
+        for r in range(1, kh):
+            _add_into(window_grads, 0, row_grads, r * wp, n_windows)
+        target = plane if padded else grad_input_flat[p]
+        _copy_into(row_grads, target, n_rows)
+        _zero(target, n_rows, size)
+        for j in range(1, kw):
+            _add_into(row_grads, 0, target, j, n_rows)
+        if padded:
+            _crop(plane, ph, pw, wp, grad_input[p])
+        for j in range(corners.size):
+            window_grads[corners[j]] = 0
 
 
 @parallel_kernel
@@ -440,19 +478,10 @@ def avg_pool2d_backward(
     """
     planes = grad_input.shape[0]
     blocks = max(1, min(planes, blocks))
+    cip = count_include_pad
     # Each iteration owns the planes of one block of grad_input.
     for block in prange(blocks):
         first, stop = _block(block, blocks, planes)
         _avg_pool_backward_planes(
-            grad_output,
-            kh,
-            kw,
-            sh,
-            sw,
-            ph,
-            pw,
-            count_include_pad,
-            grad_input,
-            first,
-            stop,
+            grad_output, kh, kw, sh, sw, ph, pw, cip, grad_input, first, stop
         )

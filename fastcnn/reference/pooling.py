@@ -158,7 +158,7 @@ def avg_pool2d(
                     total = 0.0
                     for ih in rows:
                         for iw in cols:
-                            total += xb[i, ch, ih, iw]
+                            total += float(xb[i, ch, ih, iw])
                     divisor = (
                         padded_area if count_include_pad else len(rows) * len(cols)
                     )
