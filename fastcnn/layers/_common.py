@@ -66,8 +66,6 @@ def pooled_size(
     padding. A result below 1 means the window does not fit.
     """
     span = size + 2 * padding - dilation * (kernel - 1) - 1
-    if span < 0:
-        return 0
     if not ceil_mode:
         return span // stride + 1
     out = -(-span // stride) + 1
