@@ -16,13 +16,32 @@ Threading layer
     forked after kernels have run, which GNU OpenMP is not. ``workqueue`` must not
     launch two parallel regions at once, so every parallel kernel call holds
     :data:`KERNEL_LOCK`; calls from several Python threads are therefore serialised,
-    each of them still using all of Numba's threads.
+    each of them still using all of Numba's threads. A forked child gets a fresh,
+    unheld lock, even when another thread of the parent held it at the fork.
+
+Thread counts
+    :func:`set_num_threads` sets the Numba threads of the calling Python thread
+    only; it leaves the BLAS thread pool behind NumPy's matrix products alone.
+    OpenBLAS's results change in the last bits with its own thread count, so a
+    fastcnn setting that resized it would make ``conv2d`` and ``linear`` give
+    different bits for different fastcnn thread counts; every Numba kernel gives
+    the same bits for any thread count. ``docs/threading.md`` has the details.
 
 Caching
     Compiled kernels are cached on disk (``__pycache__`` beside the module, or
     ``NUMBA_CACHE_DIR``). Where no cache location is writable, a read-only install
     with an unwritable home for instance, kernels are compiled in memory on every
-    run instead of failing at import.
+    run instead of failing at import. A cache entry is found again by the hash of
+    its kernel's source file and the argument types, not by the compile options:
+    the options in this module (:data:`FASTMATH`, ``error_model``) are constants,
+    and changing them needs the cached ``*.nbi``/``*.nbc`` files deleted.
+
+Bounds checking
+    Numba checks no index inside a ``prange`` loop body, even with
+    ``NUMBA_BOUNDSCHECK=1``. With bounds checking on, parallel kernels are
+    therefore compiled serially (``prange`` runs as ``range``, every access
+    checked), and nothing is cached: a checked kernel is never reused by an
+    unchecked run, nor an unchecked one by a checked run.
 """
 
 from __future__ import annotations
@@ -44,8 +63,25 @@ if "NUMBA_THREADING_LAYER" not in os.environ:
 KERNEL_LOCK = threading.RLock()
 
 
+def _renew_lock_in_child() -> None:
+    # The child has only the forking thread: a lock held by any other thread of
+    # the parent would stay held for ever, so the child starts with a new one.
+    global KERNEL_LOCK
+    KERNEL_LOCK = threading.RLock()
+
+
+os.register_at_fork(after_in_child=_renew_lock_in_child)
+
+
 def _njit(fn: Callable, parallel: bool) -> Any:
-    options = dict(parallel=parallel, fastmath=set(FASTMATH), error_model="numpy")
+    checked = bool(numba.config.BOUNDSCHECK)
+    options = dict(
+        parallel=parallel and not checked,
+        fastmath=set(FASTMATH),
+        error_model="numpy",
+    )
+    if checked:
+        return numba.njit(cache=False, **options)(fn)
     try:
         return numba.njit(cache=True, **options)(fn)
     except RuntimeError:
@@ -83,7 +119,7 @@ def get_num_threads() -> int:
 
 
 def set_num_threads(n: int) -> None:
-    """Set the number of threads for Numba kernels and, if possible, for BLAS.
+    """Set the number of threads fastcnn's Numba kernels use in this Python thread.
 
     Parameters
     ----------
@@ -92,9 +128,15 @@ def set_num_threads(n: int) -> None:
 
     Notes
     -----
+    Like ``numba.set_num_threads``, the setting belongs to the calling Python
+    thread; other threads keep their own (all of Numba's threads by default).
+    Results are bit-identical for every ``n``.
+
     The BLAS thread pool behind NumPy's matrix products (used by ``conv2d`` and
-    ``linear``) is limited too when ``threadpoolctl`` is installed (it is part of
-    the ``train`` extra).
+    ``linear``) is not changed: OpenBLAS's results depend on its own thread count,
+    so changing it with ``n`` would make results depend on ``n``. Limit it, if
+    needed, once for the whole process (``OPENBLAS_NUM_THREADS`` before Python
+    starts, or ``threadpoolctl.threadpool_limits``).
     """
     if isinstance(n, bool) or not isinstance(n, int):
         raise TypeError(f"n must be an int, got {type(n).__name__}")
@@ -102,8 +144,3 @@ def set_num_threads(n: int) -> None:
     if not 1 <= n <= limit:
         raise ValueError(f"n must be between 1 and {limit}, got {n}")
     numba.set_num_threads(n)
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:
-        return
-    threadpool_limits(limits=n, user_api="blas")

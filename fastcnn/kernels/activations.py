@@ -13,7 +13,8 @@ from numba import prange
 
 from fastcnn._config import parallel_kernel
 
-#: Consecutive elements handled by one ``prange`` iteration.
+#: Consecutive elements handled by one ``prange`` iteration; a constant compiled
+#: into the kernels (see :mod:`fastcnn._config`, Caching).
 CHUNK = 8192
 
 

@@ -12,7 +12,8 @@ from numba import prange
 
 from fastcnn._config import parallel_kernel
 
-#: Output features summed together by one iteration of :func:`sum_rows_into`.
+#: Output features summed together by one iteration of :func:`sum_rows_into`; a
+#: constant compiled into the kernel (see :mod:`fastcnn._config`, Caching).
 FEATURE_BLOCK = 32
 
 

@@ -14,6 +14,11 @@ The network program
     sizes. The gradient buffer is laid out like the activation buffer, so the
     gradient of any activation lives at the same offset. All kernels are serial:
     one sample's pass through the layers is a chain of dependent steps.
+
+Constants
+    The layer codes, loss codes and ``COL_*`` columns below are compiled into the
+    kernels as constants (a cached kernel is recompiled when this file changes);
+    :mod:`fastcnn.tutorial.network` builds programs from the same names.
 """
 
 from __future__ import annotations
