@@ -17,19 +17,24 @@ File layout (format version 1)
 No array is an object array, so every file loads with
 ``np.load(path, allow_pickle=False)``; nothing is unpickled or evaluated: layer
 classes are looked up by name in an explicit registry of fastcnn's layers
-(extended with :func:`register_layer`). Files are written atomically: a
-temporary file in the destination folder is written, flushed and fsync'ed, then
-renamed over the destination, so a crash leaves either the old file or the new
-one, never a partial file.
+(extended with :func:`register_layer`), and the parameter shapes a layer's
+config implies (:meth:`~fastcnn.layers.base.Layer.parameter_shapes`) are
+checked against the stored arrays before the layer is built, so a doctored
+config cannot make loading allocate more than the file holds. Files are written
+atomically: a temporary file in the destination folder is written, flushed and
+fsync'ed, then renamed over the destination, so a crash leaves either the old
+file or the new one, never a partial file.
 """
 
 from __future__ import annotations
 
 import contextlib
+import inspect
 import io
 import json
 import os
 import secrets
+import zipfile
 from collections.abc import Mapping
 from typing import Any, BinaryIO
 
@@ -334,6 +339,14 @@ def _read_archive(
             raise ValueError(
                 f"{where} is not a fastcnn model file (it has no {_HEADER_KEY!r} entry)"
             )
+        # fastcnn writes stored (uncompressed) members only; a compressed member
+        # could inflate to far more memory than the file takes.
+        for info in archive.zip.infolist():
+            if info.compress_type != zipfile.ZIP_STORED:
+                raise ValueError(
+                    f"{where} is not a fastcnn model file (its member "
+                    f"{info.filename!r} is compressed; fastcnn files are not)"
+                )
         try:
             arrays = {key: archive[key] for key in archive.files}
         except Exception as error:
@@ -364,6 +377,32 @@ def _read_archive(
     return header, arrays
 
 
+def _check_saved_shapes(
+    i: int,
+    name: str,
+    saved: Any,
+    shapes: dict[str, tuple[int, ...]],
+    arrays: dict[str, np.ndarray],
+    where: str,
+) -> None:
+    """Check layer ``i``'s stored parameters against the shapes its config gives."""
+    if not isinstance(saved, list) or set(saved) != set(shapes):
+        raise ValueError(
+            f"{where}: layer {i} ({name}) has parameters {saved!r} in the file but "
+            f"{sorted(shapes)} when built from its config"
+        )
+    for pname, shape in shapes.items():
+        key = f"layer{i}.{pname}"
+        if key not in arrays:
+            raise ValueError(f"{where}: the array {key!r} is missing")
+        value = arrays[key]
+        if value.shape != tuple(shape):
+            raise ValueError(
+                f"{where}: {key} has shape {value.shape}, but the config of layer "
+                f"{i} ({name}) needs shape {tuple(shape)}"
+            )
+
+
 def _build_layer(
     i: int, entry: Any, arrays: dict[str, np.ndarray], where: str
 ) -> Layer:
@@ -379,6 +418,20 @@ def _build_layer(
         )
     if not isinstance(config, dict):
         raise ValueError(f"{where}: the config of layer {i} ({name}) is not a dict")
+    saved = entry["params"]
+    try:
+        arguments = inspect.signature(cls).bind(**config)
+        arguments.apply_defaults()
+        shapes = cls.parameter_shapes(dict(arguments.arguments))
+    except (TypeError, ValueError, OverflowError) as error:
+        raise ValueError(
+            f"{where}: layer {i} ({name}) cannot be built from its config "
+            f"{config!r}: {error}"
+        ) from error
+    if shapes is not None:
+        # Checked before building: the config alone must not decide what is
+        # allocated (a doctored Dense(10**9, 10**9) would never fit in memory).
+        _check_saved_shapes(i, name, saved, shapes, arrays, where)
     try:
         layer = cls(**config)
     except (TypeError, ValueError, OverflowError) as error:
@@ -387,7 +440,6 @@ def _build_layer(
             f"{config!r}: {error}"
         ) from error
 
-    saved = entry["params"]
     if not isinstance(saved, list) or set(saved) != set(layer.params):
         raise ValueError(
             f"{where}: layer {i} ({name}) has parameters {saved!r} in the file but "

@@ -118,6 +118,35 @@ class Layer:
         """Return the constructor arguments as JSON-serialisable values."""
         return {}
 
+    @classmethod
+    def parameter_shapes(
+        cls, arguments: dict[str, Any]
+    ) -> dict[str, tuple[int, ...]] | None:
+        """Return the shapes of the parameters a layer built with ``arguments`` has.
+
+        Loading a model file compares them with the stored arrays before building
+        the layer, so that a configuration asking for a huge layer is refused
+        without allocating it. Nothing is allocated here.
+
+        Parameters
+        ----------
+        arguments : dict
+            Every constructor argument by name, defaults filled in.
+
+        Returns
+        -------
+        dict of str to tuple of int, or None
+            Parameter name to shape. None (the default) means unknown: the layer
+            is built to find out, which suits layers whose size does not grow
+            with their configuration.
+
+        Raises
+        ------
+        TypeError, ValueError
+            If the arguments are invalid, as the constructor would.
+        """
+        return None
+
     def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
         """Return the per-sample output shape for a per-sample ``input_shape``."""
         return tuple(input_shape)

@@ -132,6 +132,26 @@ class Conv2D(Layer):
         kh, kw = self.kernel_size
         return (self.out_channels, self.in_channels // self.groups, kh, kw)
 
+    @classmethod
+    def parameter_shapes(cls, arguments: dict[str, Any]) -> dict[str, tuple[int, ...]]:
+        """Return ``{"weight": (C_out, C_in/groups, kH, kW), "bias": (C_out,)}``.
+
+        See :meth:`Layer.parameter_shapes`; there is no bias entry when
+        ``arguments["bias"]`` is false.
+        """
+        in_channels = check_int(arguments["in_channels"], "in_channels", minimum=1)
+        out_channels = check_int(arguments["out_channels"], "out_channels", minimum=1)
+        kh, kw = check_pair(arguments["kernel_size"], "kernel_size", minimum=1)
+        groups = check_int(arguments["groups"], "groups", minimum=1)
+        if in_channels % groups:
+            raise ValueError(
+                f"in_channels must be divisible by groups={groups}, got {in_channels}"
+            )
+        shapes = {"weight": (out_channels, in_channels // groups, kh, kw)}
+        if check_flag(arguments["bias"], "bias"):
+            shapes["bias"] = (out_channels,)
+        return shapes
+
     def _spatial_output(self, h: int, w: int) -> tuple[int, int]:
         if self.padding == "same":
             return h, w

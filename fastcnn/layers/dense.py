@@ -85,6 +85,20 @@ class Dense(Layer):
             return (self.out_features,)
         return (self.out_features, self.in_features)
 
+    @classmethod
+    def parameter_shapes(cls, arguments: dict[str, Any]) -> dict[str, tuple[int, ...]]:
+        """Return ``{"weight": (out_features, in_features), "bias": (out_features,)}``.
+
+        See :meth:`Layer.parameter_shapes`; there is no bias entry when
+        ``arguments["bias"]`` is false.
+        """
+        in_features = check_int(arguments["in_features"], "in_features", minimum=1)
+        out_features = check_int(arguments["out_features"], "out_features", minimum=1)
+        shapes = {"weight": (out_features, in_features)}
+        if check_flag(arguments["bias"], "bias"):
+            shapes["bias"] = (out_features,)
+        return shapes
+
     def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
         """Return ``(out_features,)`` for a per-sample ``(in_features,)``."""
         (features,) = check_per_sample_shape(input_shape, 1, "(in_features,)")
