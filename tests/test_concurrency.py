@@ -1,0 +1,250 @@
+"""Kernels called from several Python threads, and from forked processes.
+
+Numba's ``workqueue`` threading layer aborts the whole process when two parallel
+regions run at once, so fastcnn serialises parallel kernel calls with
+``fastcnn._config.KERNEL_LOCK``. The thread test runs in a subprocess: were the
+lock missing, the abort would be reported as a failure instead of killing the
+test run. Forked children are given timeouts, so a hang fails the test.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+
+import numpy as np
+import pytest
+
+import fastcnn.functional as F
+from fastcnn import _config
+from fastcnn.losses import CrossEntropyLoss
+from fastcnn.nets import lenet
+from fastcnn.optim import SGD
+
+_THREADS_SCRIPT = textwrap.dedent(
+    """
+    import json
+    import threading
+
+    import numpy as np
+
+    import fastcnn
+    import fastcnn.functional as F
+    from fastcnn.losses import CrossEntropyLoss
+    from fastcnn.nets import lenet
+    from fastcnn.optim import SGD
+
+    THREADS, CALLS, STEPS = 4, 20, 20
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((6, 3, 20, 20)).astype(np.float32)
+    weight = rng.standard_normal((8, 3, 3, 3)).astype(np.float32)
+    logits = rng.standard_normal((300, 10)).astype(np.float32)
+    target = rng.integers(0, 10, 300)
+    images = rng.standard_normal((16, 1, 12, 12)).astype(np.float32)
+    labels = rng.integers(0, 10, 16)
+
+
+    def ops(i):
+        # Inputs differ from call to call, so results mixed up between threads
+        # would not match.
+        y = F.conv2d(x + np.float32(i), weight, padding=1)
+        pooled = F.max_pool2d(y, 2, stride=2)
+        loss, grad = F.cross_entropy_with_grad(logits * np.float32(1 + i), target)
+        return [y, pooled, np.asarray(loss), grad]
+
+
+    def train():
+        model = lenet(image_size=12, rng=0)
+        optimizer = SGD(model, lr=0.05, momentum=0.9)
+        criterion = CrossEntropyLoss()
+        for _ in range(STEPS):
+            optimizer.zero_grad()
+            criterion.forward(model.forward(images), labels)
+            model.backward(criterion.backward())
+            optimizer.step()
+        return list(model.params.values())
+
+
+    expected = {
+        t * 100 + c: ops(t * 100 + c) for t in range(THREADS) for c in range(CALLS)
+    }
+    expected_params = train()
+    mismatches, errors = [], []
+    barrier = threading.Barrier(THREADS)
+
+
+    def worker(t):
+        try:
+            # Thread counts are per Python thread: mix them as well.
+            fastcnn.set_num_threads(1 + t % 2)
+            barrier.wait()
+            for c in range(CALLS):
+                i = t * 100 + c
+                for a, b in zip(ops(i), expected[i]):
+                    if a.tobytes() != b.tobytes():
+                        mismatches.append(f"call {i}")
+            params = train()
+            for a, b in zip(params, expected_params):
+                if a.tobytes() != b.tobytes():
+                    mismatches.append(f"training in thread {t}")
+        except BaseException as error:
+            errors.append(f"thread {t}: {error!r}")
+
+
+    threads = [threading.Thread(target=worker, args=(t,)) for t in range(THREADS)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    print(json.dumps({"mismatches": mismatches, "errors": errors}))
+    """
+)
+
+
+def test_kernels_called_from_four_threads_at_once_match_serial_results():
+    # Guards against two parallel regions at once (workqueue aborts the
+    # process), against scratch state shared between calls, and against
+    # training steps of separate models interfering.
+    result = subprocess.run(
+        [sys.executable, "-c", _THREADS_SCRIPT],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    assert summary == {"mismatches": [], "errors": []}
+
+
+# ----------------------------------------------------------------------
+# Forked processes
+
+
+def _inputs():
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((4, 3, 16, 16)).astype(np.float32)
+    weight = rng.standard_normal((5, 3, 3, 3)).astype(np.float32)
+    logits = rng.standard_normal((50, 7)).astype(np.float32)
+    target = rng.integers(0, 7, 50)
+    return x, weight, logits, target
+
+
+def _workload(shift: int = 0) -> list[np.ndarray]:
+    """conv2d, max_pool2d, relu, cross-entropy and a training step."""
+    x, weight, logits, target = _inputs()
+    y, ctx = F.conv2d_forward(x + np.float32(shift), weight, padding=1)
+    grads = F.conv2d_backward(np.ones_like(y), ctx)
+    pooled = F.max_pool2d(F.relu(y), 2)
+    loss, grad = F.cross_entropy_with_grad(logits, target)
+
+    model = lenet(image_size=8, rng=0)
+    optimizer = SGD(model, lr=0.1, momentum=0.9)
+    criterion = CrossEntropyLoss()
+    images = np.tile(x[:, :1, :8, :8], (2, 1, 1, 1))
+    optimizer.zero_grad()
+    criterion.forward(model.forward(images), np.arange(8) % 10)
+    model.backward(criterion.backward())
+    optimizer.step()
+    return [y, *grads[:2], pooled, np.asarray(loss), grad, *model.params.values()]
+
+
+def _send_workload(connection, shift: int) -> None:
+    try:
+        connection.send(_workload(shift))
+    finally:
+        connection.close()
+
+
+def _run_in_fork(shift: int, timeout: float = 120.0) -> list[np.ndarray]:
+    """Fork now, run the workload in the child, return its results."""
+    context = multiprocessing.get_context("fork")
+    receiver, sender = context.Pipe(duplex=False)
+    child = context.Process(target=_send_workload, args=(sender, shift))
+    child.start()
+    sender.close()
+    try:
+        if not receiver.poll(timeout):
+            pytest.fail(f"the forked process gave no result within {timeout} s")
+        return receiver.recv()
+    finally:
+        child.join(timeout=30)
+        if child.is_alive():
+            child.kill()
+            child.join()
+
+
+def _assert_same(actual: list[np.ndarray], expected: list[np.ndarray]) -> None:
+    assert len(actual) == len(expected)
+    for a, b in zip(actual, expected, strict=True):
+        assert a.dtype == b.dtype and a.tobytes() == b.tobytes()
+
+
+def test_a_process_forked_after_kernels_ran_can_use_them():
+    # Guards against a threading layer that hangs or crashes in a child forked
+    # after its thread pool started (GNU OpenMP does).
+    expected = _workload(0)  # the parent's thread pool is running now
+    for shift in (0, 3):
+        _assert_same(_run_in_fork(shift), _workload(shift))
+    _assert_same(_workload(0), expected)  # and the parent still works
+
+
+def test_a_pool_of_forked_workers_gives_the_parent_results():
+    expected = [_workload(shift) for shift in range(4)]
+    context = multiprocessing.get_context("fork")
+    with context.Pool(2) as pool:
+        results = pool.map_async(_workload, range(4)).get(timeout=180)
+    for actual, wanted in zip(results, expected, strict=True):
+        _assert_same(actual, wanted)
+
+
+def test_a_fork_while_another_thread_holds_the_kernel_lock_does_not_hang():
+    # Guards against the child inheriting a KERNEL_LOCK held by a thread that
+    # does not exist there: its first parallel kernel call would wait for ever.
+    expected = _workload(1)
+    held, release = threading.Event(), threading.Event()
+
+    def hold_the_lock():
+        with _config.KERNEL_LOCK:
+            held.set()
+            release.wait(timeout=60)
+
+    holder = threading.Thread(target=hold_the_lock)
+    holder.start()
+    try:
+        assert held.wait(timeout=30)
+        results = _run_in_fork(1, timeout=60)
+    finally:
+        release.set()
+        holder.join(timeout=30)
+    _assert_same(results, expected)
+
+
+def test_forks_while_another_thread_keeps_calling_kernels():
+    # Guards against a fork landing at any point of another thread's kernel
+    # call (entering or leaving the lock, inside BLAS) breaking the child.
+    expected = _workload(2)
+    stop = threading.Event()
+    errors: list[BaseException] = []
+
+    def keep_calling():
+        try:
+            while not stop.is_set():
+                _workload(0)
+        except BaseException as error:
+            errors.append(error)
+
+    busy = threading.Thread(target=keep_calling)
+    busy.start()
+    try:
+        for _ in range(4):
+            time.sleep(0.05)
+            _assert_same(_run_in_fork(2, timeout=60), expected)
+    finally:
+        stop.set()
+        busy.join(timeout=60)
+    assert not errors
