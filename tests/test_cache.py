@@ -9,7 +9,8 @@ tests check that such a constant, once edited, is recompiled, and that fastcnn
 imports and runs from a read-only install with no writable cache location,
 compiling in memory (or into ``NUMBA_CACHE_DIR`` when that is writable).
 
-The read-only tests run their child as the user ``nobody`` when the tests run
+The subprocess tests compile kernels afresh, so they are marked slow. The
+read-only tests run their child as the user ``nobody`` when the tests run
 as root (root writes through any file mode); otherwise the copy is made
 read-only with chmod. A second variant blocks every cache location with a
 regular file where a folder would have to be, which stops root too.
@@ -225,6 +226,7 @@ print(json.dumps({"value": value, "hits": sum(scaled.scale.stats.cache_hits.valu
 """
 
 
+@pytest.mark.slow
 def test_an_edited_constant_is_recompiled_not_read_from_the_cache(tmp_path):
     # Guards against the premise of the audit above being false: a constant of
     # the kernel's own file, once edited, must not come back from the cache.
@@ -348,6 +350,7 @@ def installed():
         shutil.rmtree(root)
 
 
+@pytest.mark.slow
 def test_a_read_only_install_with_no_writable_cache_compiles_in_memory(installed):
     # Guards against Numba's "no locator available" error at import when
     # neither the package folder nor the home folder can hold a cache.
@@ -361,6 +364,7 @@ def test_a_read_only_install_with_no_writable_cache_compiles_in_memory(installed
     assert not (home / ".cache").exists()
 
 
+@pytest.mark.slow
 def test_blocked_cache_locations_compile_in_memory(tmp_path):
     # Guards against the same failure where permissions do not help (root):
     # every place a cache could go is a regular file where a folder must be,
@@ -379,6 +383,7 @@ def test_blocked_cache_locations_compile_in_memory(tmp_path):
     assert not _cache_files(tmp_path)
 
 
+@pytest.mark.slow
 def test_a_read_only_install_caches_into_numba_cache_dir(installed):
     # Guards against NUMBA_CACHE_DIR being ignored for a read-only install:
     # the second run must load every kernel from there, and nothing may be
