@@ -38,6 +38,12 @@ Pair = int | tuple[int, int]
 # Flat indices within a plane are int32 unless a plane is too large for them.
 _INT32_LIMIT = 2**31 - 1
 
+# The kernels work on a padded copy of each plane that holds every window whole,
+# with scratch buffers of its size per thread. Windows far larger than the input
+# would make that copy huge, so it may hold at most this many elements, or four
+# times the input plane's, whichever is more.
+_PADDED_PLANE_LIMIT = 2**24
+
 
 @dataclass(frozen=True)
 class _Window:
@@ -146,6 +152,17 @@ def _check_window(
             f"kernel_size={kernel} with padding={pad} and stride={step} does not fit "
             f"x of spatial size {(h, w)}: the output size would be {out}"
         )
+    padded = [
+        max(size + 2 * p, (n - 1) * s + k)
+        for size, n, k, s, p in zip((h, w), out, kernel, step, pad, strict=True)
+    ]
+    limit = max(_PADDED_PLANE_LIMIT, 4 * h * w)
+    if padded[0] * padded[1] > limit:
+        raise ValueError(
+            f"kernel_size={kernel} with padding={pad} is too large for x of spatial "
+            f"size {(h, w)}: the padded plane would be {padded[0]}x{padded[1]}, more "
+            f"than fastcnn's limit of {limit} elements (unlike PyTorch)"
+        )
     return _Window(kernel, step, pad, x.shape, (*x.shape[:-2], *out))
 
 
@@ -244,8 +261,10 @@ def max_pool2d(
         ``x`` is not a float32/float64 array, or an argument has the wrong type.
     ValueError
         ``x`` is not 3-d or 4-d or has a zero C, H or W; ``kernel_size`` or
-        ``stride`` < 1; ``padding`` < 0 or more than half the kernel; or the window
-        does not fit the padded input (output size < 1).
+        ``stride`` < 1; ``padding`` < 0 or more than half the kernel; the window
+        does not fit the padded input (output size < 1); or, unlike PyTorch, the
+        window is so large that the padded plane would hold more than
+        ``max(2**24, 4 * H * W)`` elements.
 
     Notes
     -----
@@ -375,8 +394,10 @@ def avg_pool2d(
         ``x`` is not a float32/float64 array, or an argument has the wrong type.
     ValueError
         ``x`` is not 3-d or 4-d or has a zero C, H or W; ``kernel_size`` or
-        ``stride`` < 1; ``padding`` < 0 or more than half the kernel; or the window
-        does not fit the padded input (output size < 1).
+        ``stride`` < 1; ``padding`` < 0 or more than half the kernel; the window
+        does not fit the padded input (output size < 1); or, unlike PyTorch, the
+        window is so large that the padded plane would hold more than
+        ``max(2**24, 4 * H * W)`` elements.
 
     Notes
     -----

@@ -12,6 +12,8 @@ _REFUSED_KINDS = {
     "U": "string",
     "S": "bytes",
     "V": "void",
+    "M": "datetime",
+    "m": "timedelta",
 }
 
 
@@ -22,7 +24,7 @@ def as_layer_input(x: Any, name: str, dtype: np.dtype | None) -> np.ndarray:
     ----------
     x : array_like
         The input. Must be a ``numpy.ndarray`` of a real numeric dtype (bool,
-        integer, float16, float32 or float64).
+        integer, float16, float32 or float64), not a masked array.
     name : str
         The argument's name, for error messages.
     dtype : numpy.dtype or None
@@ -38,6 +40,11 @@ def as_layer_input(x: Any, name: str, dtype: np.dtype | None) -> np.ndarray:
     """
     if not isinstance(x, np.ndarray):
         raise TypeError(f"{name} must be a numpy.ndarray, got {type(x).__name__}")
+    if isinstance(x, np.ma.MaskedArray):
+        raise TypeError(
+            f"{name} must be a plain numpy.ndarray, got a masked array (its mask "
+            f"would be ignored); fill it first, e.g. {name}.filled(0.0)"
+        )
     kind = x.dtype.kind
     if kind in _REFUSED_KINDS:
         raise TypeError(
