@@ -88,6 +88,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _limit_threads(n: int) -> None:
+    # Numba's threads, and the BLAS pool behind the matrix products of conv2d
+    # and linear, once for the whole process (before any kernel runs).
+    import fastcnn
+
+    limit = fastcnn.get_num_threads()
+    if n > limit:
+        raise ValueError(f"--threads must be at most {limit} on this machine, got {n}")
+    fastcnn.set_num_threads(n)
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        return
+    threadpool_limits(limits=n, user_api="blas")
+
+
 def _load(args: argparse.Namespace):
     from fastcnn import datasets
 
@@ -109,7 +125,7 @@ def _train(args: argparse.Namespace) -> int:
     from fastcnn.optim import SGD, Adam
 
     if args.threads is not None:
-        fastcnn.set_num_threads(args.threads)
+        _limit_threads(args.threads)
 
     (x_train, y_train), (x_test, y_test) = _load(args)
     model = lenet(
