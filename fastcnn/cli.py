@@ -91,9 +91,11 @@ def build_parser() -> argparse.ArgumentParser:
 def _limit_threads(n: int) -> None:
     # Numba's threads, and the BLAS pool behind the matrix products of conv2d
     # and linear, once for the whole process (before any kernel runs).
+    import numba
+
     import fastcnn
 
-    limit = fastcnn.get_num_threads()
+    limit = numba.config.NUMBA_NUM_THREADS
     if n > limit:
         raise ValueError(f"--threads must be at most {limit} on this machine, got {n}")
     fastcnn.set_num_threads(n)
