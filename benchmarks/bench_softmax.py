@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from conftest import torch_or_skip
 
-from fastcnn.functional import softmax as F
+import fastcnn.functional as F
 from fastcnn.reference import softmax as R
 
 #: name -> (rows n, classes k)
