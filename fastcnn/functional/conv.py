@@ -1,0 +1,389 @@
+"""2-d convolution (cross-correlation) with PyTorch's ``F.conv2d`` semantics.
+
+The convolution is lowered to matrix products. For a chunk of samples, a Numba
+kernel copies the input windows into a column matrix (:mod:`fastcnn.kernels.conv`
+describes its layout) and one ``np.matmul`` (BLAS) per group multiplies it by the
+filters; a second kernel then moves the whole product into NCHW order, adding the
+bias. The backward pass gathers ``grad_output`` into the product's order (summing
+the bias gradient on the way), takes the weight gradient and the column-matrix
+gradient from two more products per chunk, and sums the latter back into the
+input with a fourth kernel. Chunks keep the column matrix small enough to stay in
+the cache; when the batch needs more than one chunk, the backward pass rebuilds
+each chunk's columns rather than keeping them all from the forward pass.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from fastcnn._validation import (
+    check_array,
+    check_choice,
+    check_int,
+    check_pair,
+    check_same_dtype,
+)
+from fastcnn.kernels.conv import col2im, gather_grad_output, im2col, scatter_output
+
+__all__ = ["Conv2dContext", "conv2d", "conv2d_backward", "conv2d_forward"]
+
+# Size in bytes of a chunk's column matrix: small enough to stay in the cache
+# between the kernel that writes it and the matrix product that reads it.
+_CHUNK_BYTES = 1 << 22
+
+Pair = int | tuple[int, int]
+
+
+def resolve_padding(
+    padding: Any,
+    kernel_size: tuple[int, int],
+    stride: tuple[int, int],
+    dilation: tuple[int, int],
+) -> tuple[int, int, int, int]:
+    """Turn a ``padding`` argument into ``(top, bottom, left, right)`` zero counts.
+
+    Parameters
+    ----------
+    padding : int, pair of int, ``"valid"`` or ``"same"``
+        ``"valid"`` means no padding. ``"same"`` pads so that the output has the
+        input's size (stride 1 only); when the dilated kernel extent is even, the
+        extra zero goes on the bottom/right, as in PyTorch.
+    kernel_size, stride, dilation : pair of int
+        Already validated.
+
+    Returns
+    -------
+    tuple of int
+        ``(pad_top, pad_bottom, pad_left, pad_right)``.
+    """
+    if isinstance(padding, str):
+        check_choice(padding, "padding", ("valid", "same"))
+        if padding == "valid":
+            return 0, 0, 0, 0
+        if stride != (1, 1):
+            raise ValueError(
+                f"padding='same' needs stride 1 (as in PyTorch), got stride={stride}"
+            )
+        pads = []
+        for size, dil in zip(kernel_size, dilation, strict=True):
+            total = dil * (size - 1)
+            pads += [total // 2, total - total // 2]
+        return pads[0], pads[1], pads[2], pads[3]
+    pad_h, pad_w = check_pair(padding, "padding", minimum=0)
+    return pad_h, pad_h, pad_w, pad_w
+
+
+@dataclass(frozen=True, eq=False)
+class Conv2dContext:
+    """What :func:`conv2d_backward` needs from a :func:`conv2d_forward` call.
+
+    Opaque: pass it to :func:`conv2d_backward` unchanged. It keeps references to
+    the forward's ``x`` and ``weight`` (not copies), so modifying them in place
+    before the backward pass changes the gradients. When the whole batch fitted
+    in one chunk it also keeps the forward's column matrix, which the backward
+    pass then reuses instead of rebuilding it.
+    """
+
+    x: np.ndarray
+    weight: np.ndarray
+    has_bias: bool
+    window: tuple[int, ...]
+    groups: int
+    chunk: int
+    cols: np.ndarray | None
+    output_shape: tuple[int, ...]
+    unbatched: bool
+
+
+def _check_arguments(x, weight, bias, stride, padding, dilation, groups):
+    """Validate the forward's arguments; return them normalised, x made 4-d."""
+    x = check_array(x, "x", ndim=(3, 4))
+    weight = check_array(weight, "weight", ndim=4)
+    if bias is not None:
+        bias = check_array(bias, "bias", ndim=1)
+    check_same_dtype(x, "x", weight=weight, bias=bias)
+    stride = check_pair(stride, "stride", minimum=1)
+    dilation = check_pair(dilation, "dilation", minimum=1)
+    groups = check_int(groups, "groups", minimum=1)
+
+    if 0 in weight.shape:
+        raise ValueError(
+            f"weight must not have a zero-size dimension, got {weight.shape}"
+        )
+    c_out, c_in_group, kh, kw = weight.shape
+    pads = resolve_padding(padding, (kh, kw), stride, dilation)
+
+    unbatched = x.ndim == 3
+    if unbatched:
+        x = x[None]
+    c_in = x.shape[1]
+    if c_in != c_in_group * groups:
+        raise ValueError(
+            f"x has {c_in} channels, but weight.shape[1] * groups = "
+            f"{c_in_group} * {groups} = {c_in_group * groups}"
+        )
+    if c_out % groups != 0:
+        raise ValueError(
+            f"weight.shape[0] (out channels) must be divisible by groups, "
+            f"got {c_out} out channels and groups={groups}"
+        )
+    if bias is not None and bias.shape != (c_out,):
+        raise ValueError(f"bias must have shape ({c_out},), got {bias.shape}")
+
+    h_padded = x.shape[2] + pads[0] + pads[1]
+    w_padded = x.shape[3] + pads[2] + pads[3]
+    extent = (dilation[0] * (kh - 1) + 1, dilation[1] * (kw - 1) + 1)
+    if extent[0] > h_padded or extent[1] > w_padded:
+        raise ValueError(
+            f"the dilated kernel (weight's {kh}x{kw} with dilation={dilation} spans "
+            f"{extent[0]}x{extent[1]}) is larger than the padded input of x "
+            f"({h_padded}x{w_padded})"
+        )
+    h_out = (h_padded - extent[0]) // stride[0] + 1
+    w_out = (w_padded - extent[1]) // stride[1] + 1
+    return x, weight, bias, stride, pads, dilation, groups, (h_out, w_out), unbatched
+
+
+def _chunk_view(work: np.ndarray, size: int) -> np.ndarray:
+    """The first ``size`` samples of a chunk buffer whose axis 1 is the sample.
+
+    The view is C-contiguous (the buffer's leading part, reshaped), so that it
+    can be reshaped freely for the matrix products.
+    """
+    shape = (work.shape[0], size, *work.shape[2:])
+    return work.reshape(-1)[: int(np.prod(shape))].reshape(shape)
+
+
+def _chunk_size(n: int, bytes_per_sample: int) -> int:
+    """Samples per chunk: as many as fit in ``_CHUNK_BYTES``, at least one."""
+    return max(1, min(n, _CHUNK_BYTES // bytes_per_sample))
+
+
+def conv2d_forward(
+    x: np.ndarray,
+    weight: np.ndarray,
+    bias: np.ndarray | None = None,
+    stride: Pair = 1,
+    padding: Pair | str = 0,
+    dilation: Pair = 1,
+    groups: int = 1,
+) -> tuple[np.ndarray, Conv2dContext]:
+    """2-d convolution, also returning the context its backward pass needs.
+
+    Parameters
+    ----------
+    x : ndarray, shape (N, C_in, H, W) or (C_in, H, W)
+        Input, float32 or float64. An unbatched input gives an unbatched output.
+    weight : ndarray, shape (C_out, C_in / groups, kH, kW)
+        Filters, same dtype as ``x``.
+    bias : ndarray, shape (C_out,), optional
+        Added to each output channel, same dtype as ``x``.
+    stride : int or pair of int, default 1
+        Step between windows, ``>= 1``.
+    padding : int, pair of int, ``"valid"`` or ``"same"``, default 0
+        Zeros added on each side (``>= 0``). ``"valid"`` is 0; ``"same"`` keeps
+        the input size (stride 1 only) and, for an even dilated kernel extent,
+        puts the extra zero on the bottom/right, as PyTorch does.
+    dilation : int or pair of int, default 1
+        Spacing between kernel taps, ``>= 1`` (1 means none).
+    groups : int, default 1
+        Number of channel groups, dividing ``C_in`` and ``C_out``; ``groups ==
+        C_in`` is a depthwise convolution.
+
+    Returns
+    -------
+    y : ndarray, shape (N, C_out, H_out, W_out) or (C_out, H_out, W_out)
+        The output, in the dtype of ``x``.
+    ctx : Conv2dContext
+        Opaque; pass it to :func:`conv2d_backward`.
+
+    Raises
+    ------
+    TypeError
+        If an array is not a float32/float64 ndarray, the dtypes differ, or an
+        argument has the wrong type.
+    ValueError
+        If a shape or value is wrong: ``x`` not 3-d or 4-d, channels not matching
+        ``weight.shape[1] * groups``, ``C_out`` not divisible by ``groups``, a
+        bias of the wrong shape, an unknown padding string, ``"same"`` with a
+        stride above 1, a stride or dilation below 1, a negative padding, or a
+        dilated kernel larger than the padded input.
+
+    Notes
+    -----
+    ``H_out = floor((H + pad_top + pad_bottom - dH * (kH - 1) - 1) / sH) + 1``,
+    and likewise ``W_out``; with an int or pair padding ``p``,
+    ``pad_top = pad_bottom = pH``, giving PyTorch's
+    ``floor((H + 2 * pH - dH * (kH - 1) - 1) / sH) + 1``.
+
+    An empty batch (``N == 0``) is allowed, as in PyTorch: the output is an
+    empty ``(0, C_out, H_out, W_out)`` array and the backward pass returns a
+    zero-size ``grad_input`` and zero ``grad_weight`` and ``grad_bias``.
+    """
+    x, weight, bias, stride, pads, dilation, groups, size_out, unbatched = (
+        _check_arguments(x, weight, bias, stride, padding, dilation, groups)
+    )
+    n, c_in = x.shape[:2]
+    c_out, c_in_group, kh, kw = weight.shape
+    c_out_group = c_out // groups
+    h_out, w_out = size_out
+    length = h_out * w_out
+    rows = c_in * kh * kw
+    depth = c_in_group * kh * kw
+    window = (kh, kw, stride[0], stride[1], pads[0], pads[2], dilation[0], dilation[1])
+    filters = weight.reshape(groups, c_out_group, depth)
+    bias_values = np.zeros(c_out, dtype=x.dtype) if bias is None else bias
+
+    m = _chunk_size(n, (rows + c_out) * length * x.itemsize)
+    cols = np.empty((rows, min(m, n), h_out, w_out), dtype=x.dtype)
+    out = np.empty((c_out, n, length), dtype=x.dtype)
+    for n_start in range(0, n, m):
+        size = min(m, n - n_start)
+        cols_chunk = _chunk_view(cols, size)
+        im2col(x, cols_chunk, n_start, *window)
+        # The chunk's columns of out: a strided view, fine for BLAS.
+        out_chunk = out[:, n_start : n_start + size]
+        np.matmul(
+            filters,
+            cols_chunk.reshape(groups, depth, size * length),
+            out=out_chunk.reshape(groups, c_out_group, size * length),
+        )
+    y = np.empty((n, c_out, h_out, w_out), dtype=x.dtype)
+    scatter_output(out, y.reshape(n, c_out, length), bias_values)
+
+    output_shape = (c_out, h_out, w_out) if unbatched else y.shape
+    ctx = Conv2dContext(
+        x=x,
+        weight=weight,
+        has_bias=bias is not None,
+        window=window,
+        groups=groups,
+        chunk=m,
+        cols=cols if m >= n else None,
+        output_shape=output_shape,
+        unbatched=unbatched,
+    )
+    return y.reshape(output_shape), ctx
+
+
+def conv2d(
+    x: np.ndarray,
+    weight: np.ndarray,
+    bias: np.ndarray | None = None,
+    stride: Pair = 1,
+    padding: Pair | str = 0,
+    dilation: Pair = 1,
+    groups: int = 1,
+) -> np.ndarray:
+    """2-d convolution (cross-correlation) of ``x`` with ``weight``.
+
+    Parameters
+    ----------
+    x : ndarray, shape (N, C_in, H, W) or (C_in, H, W)
+        Input, float32 or float64.
+    weight : ndarray, shape (C_out, C_in / groups, kH, kW)
+        Filters, same dtype as ``x``.
+    bias : ndarray, shape (C_out,), optional
+        Per-channel offset.
+    stride, padding, dilation, groups
+        As in :func:`conv2d_forward`.
+
+    Returns
+    -------
+    ndarray, shape (N, C_out, H_out, W_out) or (C_out, H_out, W_out)
+        In the dtype of ``x``.
+
+    Notes
+    -----
+    ``H_out = floor((H + 2 * pH - dH * (kH - 1) - 1) / sH) + 1``; see
+    :func:`conv2d_forward` for ``"same"`` padding, errors and empty batches.
+    """
+    return conv2d_forward(x, weight, bias, stride, padding, dilation, groups)[0]
+
+
+def conv2d_backward(
+    grad_output: np.ndarray, ctx: Conv2dContext
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Gradients of :func:`conv2d_forward` with respect to its three inputs.
+
+    Parameters
+    ----------
+    grad_output : ndarray, shape of the forward's output
+        Gradient of the loss with respect to ``y``; same dtype as ``y``.
+    ctx : Conv2dContext
+        The context returned by :func:`conv2d_forward`.
+
+    Returns
+    -------
+    grad_input : ndarray, shape of ``x``
+    grad_weight : ndarray, shape (C_out, C_in / groups, kH, kW)
+    grad_bias : ndarray, shape (C_out,), or None
+        None when the forward had no bias.
+
+    Notes
+    -----
+    All gradients have the forward's dtype. ``grad_bias`` is summed in float64
+    before being rounded to that dtype. Input positions that no window covers
+    (stride not dividing the input) get exactly zero gradient.
+    """
+    if not isinstance(ctx, Conv2dContext):
+        raise TypeError(
+            f"ctx must be the Conv2dContext returned by conv2d_forward, "
+            f"got {type(ctx).__name__}"
+        )
+    grad_output = check_array(grad_output, "grad_output", dtype=ctx.x.dtype)
+    if grad_output.shape != ctx.output_shape:
+        raise ValueError(
+            f"grad_output must have the forward output's shape {ctx.output_shape}, "
+            f"got {grad_output.shape}"
+        )
+
+    x, weight, groups, window, m = ctx.x, ctx.weight, ctx.groups, ctx.window, ctx.chunk
+    n, c_in = x.shape[:2]
+    c_out, c_in_group, kh, kw = weight.shape
+    c_out_group = c_out // groups
+    h_out, w_out = ctx.output_shape[-2:]
+    length = h_out * w_out
+    rows = c_in * kh * kw
+    depth = c_in_group * kh * kw
+    grad_output = grad_output.reshape(n, c_out, length)
+    filters_t = weight.reshape(groups, c_out_group, depth).transpose(0, 2, 1)
+
+    go = np.empty((c_out, n, length), dtype=x.dtype)
+    grad_bias = np.empty(c_out, dtype=np.float64)
+    gather_grad_output(grad_output, go, grad_bias)
+
+    cols = ctx.cols
+    if cols is None:
+        cols = np.empty((rows, min(m, n), h_out, w_out), dtype=x.dtype)
+    grad_cols = np.empty_like(cols)
+    grad_weight = np.zeros((groups, c_out_group, depth), dtype=x.dtype)
+    partial = np.empty_like(grad_weight)
+    grad_input = np.empty_like(x)
+    for n_start in range(0, n, m):
+        size = min(m, n - n_start)
+        cols_chunk = _chunk_view(cols, size)
+        if ctx.cols is None:
+            im2col(x, cols_chunk, n_start, *window)
+        go_chunk = go[:, n_start : n_start + size].reshape(
+            groups, c_out_group, size * length
+        )
+        cols_t = cols_chunk.reshape(groups, depth, size * length).transpose(0, 2, 1)
+        np.matmul(go_chunk, cols_t, out=partial)
+        grad_weight += partial
+
+        grad_cols_chunk = _chunk_view(grad_cols, size)
+        np.matmul(
+            filters_t,
+            go_chunk,
+            out=grad_cols_chunk.reshape(groups, depth, size * length),
+        )
+        col2im(grad_cols_chunk, grad_input, n_start, *window)
+
+    if ctx.unbatched:
+        grad_input = grad_input[0]
+    grad_bias = grad_bias.astype(x.dtype) if ctx.has_bias else None
+    return grad_input, grad_weight.reshape(weight.shape), grad_bias

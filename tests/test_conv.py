@@ -1,0 +1,380 @@
+"""Tests of conv2d: forward and gradients against the reference, PyTorch and errors."""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+import pytest
+from conftest import assert_close
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import fastcnn.functional.conv as conv_module
+from fastcnn.functional.conv import conv2d, conv2d_backward, conv2d_forward
+from fastcnn.reference import conv as reference
+
+# (x shape, weight shape, keyword arguments, with bias)
+CASES = {
+    "3x3_pad1": ((2, 3, 7, 7), (4, 3, 3, 3), {"padding": 1}, True),
+    "stride2": ((2, 3, 9, 9), (4, 3, 3, 3), {"stride": 2, "padding": 1}, True),
+    "stride_pair": ((2, 2, 9, 8), (3, 2, 3, 3), {"stride": (2, 1)}, True),
+    "padding_pair": ((2, 2, 6, 7), (3, 2, 3, 3), {"padding": (1, 2)}, True),
+    "valid": ((2, 2, 6, 7), (3, 2, 3, 2), {"padding": "valid"}, True),
+    "same_odd": ((2, 2, 6, 7), (3, 2, 3, 5), {"padding": "same"}, True),
+    "same_even": ((2, 2, 6, 7), (3, 2, 4, 2), {"padding": "same"}, True),
+    "same_dilated": (
+        (1, 2, 8, 7),
+        (3, 2, 2, 3),
+        {"padding": "same", "dilation": 3},
+        True,
+    ),
+    "dilation": ((2, 2, 9, 9), (3, 2, 3, 3), {"dilation": 2, "padding": 1}, True),
+    "dilation_pair": ((2, 2, 9, 10), (3, 2, 2, 3), {"dilation": (1, 3)}, True),
+    "groups": ((2, 4, 6, 6), (6, 2, 3, 3), {"groups": 2, "padding": 1}, True),
+    "depthwise": ((2, 3, 6, 6), (3, 1, 3, 3), {"groups": 3, "padding": 1}, True),
+    "depthwise_x2": ((2, 3, 6, 6), (6, 1, 3, 3), {"groups": 3}, True),
+    "no_bias": ((2, 3, 7, 7), (4, 3, 3, 3), {"padding": 1}, False),
+    "rectangular": ((2, 2, 7, 11), (3, 2, 2, 4), {"stride": (1, 2)}, True),
+    "batch1": ((1, 3, 6, 6), (2, 3, 3, 3), {}, True),
+    "one_channel": ((3, 1, 6, 6), (1, 1, 3, 3), {"padding": 1}, True),
+    "kernel_1x1": ((2, 3, 5, 4), (4, 3, 1, 1), {}, True),
+    "kernel_fills_padded": ((2, 2, 5, 4), (3, 2, 7, 6), {"padding": 1}, True),
+    "stride_not_dividing": ((2, 2, 8, 8), (3, 2, 3, 3), {"stride": 3}, True),
+    "all_mixed": (
+        (2, 4, 11, 9),
+        (4, 2, 3, 2),
+        {"stride": (2, 3), "padding": (2, 1), "dilation": (2, 1), "groups": 2},
+        True,
+    ),
+}
+
+DTYPES = [np.float64, np.float32]
+
+
+def _make(rng, x_shape, w_shape, with_bias, dtype=np.float64):
+    x = rng.standard_normal(x_shape).astype(dtype)
+    weight = rng.standard_normal(w_shape).astype(dtype)
+    bias = rng.standard_normal(w_shape[0]).astype(dtype) if with_bias else None
+    return x, weight, bias
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", CASES.values(), ids=CASES.keys())
+def test_forward_matches_reference(rng, case, dtype):
+    x_shape, w_shape, kwargs, with_bias = case
+    x, weight, bias = _make(rng, x_shape, w_shape, with_bias, dtype)
+
+    y = conv2d(x, weight, bias, **kwargs)
+
+    assert_close(y, reference.conv2d(x, weight, bias, **kwargs), dtype=dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", CASES.values(), ids=CASES.keys())
+def test_backward_matches_reference(rng, case, dtype):
+    x_shape, w_shape, kwargs, with_bias = case
+    x, weight, bias = _make(rng, x_shape, w_shape, with_bias, dtype)
+    y, ctx = conv2d_forward(x, weight, bias, **kwargs)
+    grad_output = rng.standard_normal(y.shape).astype(dtype)
+
+    grads = conv2d_backward(grad_output, ctx)
+    expected = reference.conv2d_backward(grad_output, x, weight, bias, **kwargs)
+
+    for actual, wanted in zip(grads[:2], expected[:2], strict=True):
+        assert_close(actual, wanted, dtype=dtype)
+    if with_bias:
+        assert_close(grads[2], expected[2], dtype=dtype)
+    else:
+        assert grads[2] is None
+
+
+@pytest.mark.parametrize("case", CASES.values(), ids=CASES.keys())
+def test_many_chunks_match_one(rng, monkeypatch, case):
+    x_shape, w_shape, kwargs, with_bias = case
+    x, weight, bias = _make(rng, (5, *x_shape[1:]), w_shape, with_bias)
+    y, ctx = conv2d_forward(x, weight, bias, **kwargs)
+    grad_output = rng.standard_normal(y.shape)
+    grads = conv2d_backward(grad_output, ctx)
+
+    # One sample per chunk: partial weight gradients are summed across chunks.
+    monkeypatch.setattr(conv_module, "_CHUNK_BYTES", 1)
+    y_chunked, ctx_chunked = conv2d_forward(x, weight, bias, **kwargs)
+    grads_chunked = conv2d_backward(grad_output, ctx_chunked)
+
+    assert_close(y_chunked, y)
+    for actual, wanted in zip(grads_chunked, grads, strict=True):
+        if wanted is not None:
+            assert_close(actual, wanted)
+
+
+def test_uncovered_input_rows_and_columns_get_zero_gradient(rng):
+    # 8 = 2 * 3 + 2: the windows of stride 3 cover rows and columns 0..5 only.
+    x, weight, bias = _make(rng, (2, 2, 8, 8), (3, 2, 3, 3), True)
+    y, ctx = conv2d_forward(x, weight, bias, stride=3)
+    grad_input = conv2d_backward(rng.standard_normal(y.shape), ctx)[0]
+
+    assert np.all(grad_input[:, :, 6:, :] == 0.0)
+    assert np.all(grad_input[:, :, :, 6:] == 0.0)
+    assert np.all(grad_input[:, :, :6, :6] != 0.0)
+
+
+def test_same_padding_keeps_size_and_puts_extra_zero_bottom_right(rng):
+    x, weight, _ = _make(rng, (1, 1, 5, 6), (1, 1, 2, 2), False)
+
+    y = conv2d(x, weight, padding="same")
+
+    # Even kernel: pad 0 on top/left and 1 on bottom/right, so y[0, 0] sees x[0:2, 0:2].
+    assert y.shape == x.shape
+    assert np.isclose(y[0, 0, 0, 0], np.sum(x[0, 0, :2, :2] * weight[0, 0]))
+    assert np.isclose(y[0, 0, -1, -1], x[0, 0, -1, -1] * weight[0, 0, 0, 0])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_unbatched_input_gives_unbatched_output_and_gradients(rng, dtype):
+    x, weight, bias = _make(rng, (1, 3, 6, 5), (4, 3, 3, 2), True, dtype)
+    y_batched, ctx_batched = conv2d_forward(x, weight, bias, padding=1)
+    grad_output = rng.standard_normal(y_batched.shape).astype(dtype)
+    grads_batched = conv2d_backward(grad_output, ctx_batched)
+
+    y, ctx = conv2d_forward(x[0], weight, bias, padding=1)
+    grads = conv2d_backward(grad_output[0], ctx)
+
+    assert_close(y, y_batched[0])
+    assert_close(grads[0], grads_batched[0][0])
+    assert_close(grads[1], grads_batched[1])
+    assert_close(grads[2], grads_batched[2])
+
+
+def test_strided_and_negative_stride_views(rng):
+    base_x = rng.standard_normal((4, 6, 9, 12))
+    base_w = rng.standard_normal((5, 3, 3, 4))
+    x = base_x[::2, ::2, ::-1, 1::2]  # (2, 3, 9, 6): strided and reversed
+    weight = base_w[::-1, :, :, ::-2]  # (5, 3, 3, 2)
+    bias = rng.standard_normal(10)[::-2]
+    assert not x.flags.c_contiguous and not weight.flags.c_contiguous
+
+    y, ctx = conv2d_forward(x, weight, bias, padding=1)
+    grad_output = rng.standard_normal((*y.shape[:3], 2 * y.shape[3]))[..., ::-2]
+    grads = conv2d_backward(grad_output, ctx)
+
+    assert_close(y, reference.conv2d(x, weight, bias, padding=1))
+    expected = reference.conv2d_backward(grad_output, x, weight, bias, padding=1)
+    for actual, wanted in zip(grads, expected, strict=True):
+        assert_close(actual, wanted)
+
+
+def test_gradients_match_finite_differences(rng):
+    x, weight, bias = _make(rng, (2, 2, 5, 4), (4, 1, 2, 3), True)
+    kwargs = {"stride": (1, 2), "padding": 1, "dilation": (2, 1), "groups": 2}
+    y, ctx = conv2d_forward(x, weight, bias, **kwargs)
+    grad_output = rng.standard_normal(y.shape)
+    grads = conv2d_backward(grad_output, ctx)
+
+    def loss(x_, weight_, bias_):
+        return float(np.sum(conv2d(x_, weight_, bias_, **kwargs) * grad_output))
+
+    step = 1e-6
+    arrays = [x, weight, bias]
+    for index, (array, grad) in enumerate(zip(arrays, grads, strict=True)):
+        numeric = np.zeros_like(array)
+        for pos in np.ndindex(array.shape):
+            plus = [a.copy() for a in arrays]
+            minus = [a.copy() for a in arrays]
+            plus[index][pos] += step
+            minus[index][pos] -= step
+            numeric[pos] = (loss(*plus) - loss(*minus)) / (2 * step)
+        np.testing.assert_allclose(grad, numeric, rtol=1e-6, atol=1e-7)
+
+
+@st.composite
+def conv_problems(draw):
+    groups = draw(st.integers(1, 3))
+    c_in = groups * draw(st.integers(1, 2))
+    c_out = groups * draw(st.integers(1, 2))
+    kernel = (draw(st.integers(1, 4)), draw(st.integers(1, 4)))
+    stride = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
+    dilation = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
+    if stride == (1, 1) and draw(st.booleans()):
+        padding = draw(st.sampled_from(["same", "valid"]))
+        pads = conv_module.resolve_padding(padding, kernel, stride, dilation)
+        pad_h, pad_w = pads[0] + pads[1], pads[2] + pads[3]
+    else:
+        padding = (draw(st.integers(0, 2)), draw(st.integers(0, 2)))
+        pad_h, pad_w = 2 * padding[0], 2 * padding[1]
+    extent = [d * (k - 1) + 1 for d, k in zip(dilation, kernel, strict=True)]
+    h = max(1, extent[0] - pad_h) + draw(st.integers(0, 5))
+    w = max(1, extent[1] - pad_w) + draw(st.integers(0, 5))
+    n = draw(st.integers(1, 3))
+    return {
+        "x_shape": (n, c_in, h, w),
+        "w_shape": (c_out, c_in // groups, *kernel),
+        "kwargs": {
+            "stride": stride,
+            "padding": padding,
+            "dilation": dilation,
+            "groups": groups,
+        },
+        "with_bias": draw(st.booleans()),
+        "seed": draw(st.integers(0, 2**16)),
+    }
+
+
+@settings(max_examples=30)
+@given(problem=conv_problems())
+def test_property_matches_reference(problem):
+    rng = np.random.default_rng(problem["seed"])
+    kwargs = problem["kwargs"]
+    x, weight, bias = _make(
+        rng, problem["x_shape"], problem["w_shape"], problem["with_bias"]
+    )
+
+    y, ctx = conv2d_forward(x, weight, bias, **kwargs)
+    grad_output = rng.standard_normal(y.shape)
+    grads = conv2d_backward(grad_output, ctx)
+
+    assert_close(y, reference.conv2d(x, weight, bias, **kwargs))
+    expected = reference.conv2d_backward(grad_output, x, weight, bias, **kwargs)
+    for actual, wanted in zip(grads, expected, strict=True):
+        if wanted is None:
+            assert actual is None
+        else:
+            assert_close(actual, wanted)
+
+
+TORCH_CASES = ["3x3_pad1", "same_even", "same_dilated", "all_mixed", "depthwise_x2"]
+
+
+def _torch_conv(torch, x, weight, bias, kwargs):
+    tensors = [
+        None if a is None else torch.tensor(a, requires_grad=True)
+        for a in (x, weight, bias)
+    ]
+    y = torch.nn.functional.conv2d(*tensors, **kwargs)
+    return tensors, y
+
+
+@pytest.mark.filterwarnings("ignore:Using padding='same'")
+@pytest.mark.parametrize("name", TORCH_CASES)
+def test_agrees_with_torch(rng, torch, name):
+    x_shape, w_shape, kwargs, with_bias = CASES[name]
+    x, weight, bias = _make(rng, x_shape, w_shape, with_bias)
+    y, ctx = conv2d_forward(x, weight, bias, **kwargs)
+    grad_output = rng.standard_normal(y.shape)
+    grads = conv2d_backward(grad_output, ctx)
+
+    tensors, y_torch = _torch_conv(torch, x, weight, bias, kwargs)
+    grads_torch = torch.autograd.grad(y_torch, tensors, torch.tensor(grad_output))
+
+    np.testing.assert_allclose(y, y_torch.detach().numpy(), rtol=1e-9, atol=1e-12)
+    for actual, wanted in zip(grads, grads_torch, strict=True):
+        np.testing.assert_allclose(actual, wanted.numpy(), rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.filterwarnings("ignore:Using padding='same'")
+@pytest.mark.parametrize("name", TORCH_CASES)
+def test_reference_agrees_with_torch(rng, torch, name):
+    x_shape, w_shape, kwargs, with_bias = CASES[name]
+    x, weight, bias = _make(rng, x_shape, w_shape, with_bias)
+    tensors, y_torch = _torch_conv(torch, x, weight, bias, kwargs)
+    grad_output = rng.standard_normal(tuple(y_torch.shape))
+    grads_torch = torch.autograd.grad(y_torch, tensors, torch.tensor(grad_output))
+
+    y = reference.conv2d(x, weight, bias, **kwargs)
+    grads = reference.conv2d_backward(grad_output, x, weight, bias, **kwargs)
+
+    np.testing.assert_allclose(y, y_torch.detach().numpy(), rtol=1e-9, atol=1e-12)
+    for actual, wanted in zip(grads, grads_torch, strict=True):
+        np.testing.assert_allclose(actual, wanted.numpy(), rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("chunk_bytes", [None, 1], ids=["one_chunk", "per_sample"])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_one_and_two_threads_give_identical_bits(rng, monkeypatch, dtype, chunk_bytes):
+    if numba.config.NUMBA_NUM_THREADS < 2:
+        pytest.skip("Numba was started with a single thread")
+    if chunk_bytes is not None:
+        monkeypatch.setattr(conv_module, "_CHUNK_BYTES", chunk_bytes)
+    x, weight, bias = _make(rng, (5, 6, 11, 10), (8, 3, 3, 2), True, dtype)
+    grad_output = None
+    results = []
+    original = numba.get_num_threads()
+    try:
+        for threads in (1, 2):
+            numba.set_num_threads(threads)
+            y, ctx = conv2d_forward(x, weight, bias, stride=(1, 2), groups=2)
+            if grad_output is None:
+                grad_output = rng.standard_normal(y.shape).astype(dtype)
+            results.append((y, *conv2d_backward(grad_output, ctx)))
+    finally:
+        numba.set_num_threads(original)
+
+    for single, double in zip(*results, strict=True):
+        np.testing.assert_array_equal(single, double, strict=True)
+
+
+def test_empty_batch_gives_empty_output_and_zero_gradients(rng):
+    x, weight, bias = _make(rng, (0, 3, 7, 6), (4, 3, 3, 3), True, np.float32)
+
+    y, ctx = conv2d_forward(x, weight, bias, padding=1)
+    grad_input, grad_weight, grad_bias = conv2d_backward(
+        np.zeros((0, 4, 7, 6), np.float32), ctx
+    )
+
+    assert y.shape == (0, 4, 7, 6) and y.dtype == np.float32
+    assert grad_input.shape == (0, 3, 7, 6) and grad_input.dtype == np.float32
+    assert_close(grad_weight, np.zeros(weight.shape), dtype=np.float32)
+    assert_close(grad_bias, np.zeros(4), dtype=np.float32)
+
+
+X = np.zeros((2, 4, 6, 6))
+W = np.zeros((6, 2, 3, 3))
+
+FORWARD_ERRORS = [
+    ({"x": np.zeros((4, 6))}, ValueError, "x must be 3-d or 4-d"),
+    ({"x": np.zeros((1, 2, 4, 6, 6))}, ValueError, "x must be 3-d or 4-d"),
+    ({"x": [[[0.0]]]}, TypeError, r"x must be a numpy\.ndarray"),
+    ({"x": X.astype(np.int64)}, TypeError, r"x must have dtype.*astype"),
+    ({"weight": np.zeros((6, 2, 3))}, ValueError, "weight must be 4-d"),
+    ({"weight": W.astype(np.float32)}, TypeError, "weight must have the same dtype"),
+    ({"weight": np.zeros((6, 2, 0, 3))}, ValueError, "weight must not have a zero"),
+    ({"bias": np.zeros(6, np.float32)}, TypeError, "bias must have the same dtype"),
+    ({"bias": np.zeros(5)}, ValueError, r"bias must have shape \(6,\)"),
+    ({"bias": np.zeros((6, 1))}, ValueError, "bias must be 1-d"),
+    ({"groups": 1}, ValueError, r"x has 4 channels, but weight\.shape"),
+    ({"weight": np.zeros((5, 2, 3, 3))}, ValueError, "divisible by groups"),
+    ({"groups": 0}, ValueError, "groups must be >= 1"),
+    ({"groups": 2.0}, TypeError, "groups must be an int"),
+    ({"stride": 0}, ValueError, "stride must be >= 1"),
+    ({"stride": (1, 0)}, ValueError, "stride must be >= 1"),
+    ({"stride": 1.5}, TypeError, "stride must be an int"),
+    ({"dilation": 0}, ValueError, "dilation must be >= 1"),
+    ({"dilation": (0, 1)}, ValueError, "dilation must be >= 1"),
+    ({"padding": -1}, ValueError, "padding must be >= 0"),
+    ({"padding": (1, -2)}, ValueError, "padding must be >= 0"),
+    ({"padding": (1, 2, 3)}, ValueError, "padding must be an int or a pair"),
+    ({"padding": None}, TypeError, "padding must be an int or a pair"),
+    ({"padding": "full"}, ValueError, "padding must be one of 'valid', 'same'"),
+    ({"padding": "same", "stride": 2}, ValueError, "padding='same' needs stride 1"),
+    ({"weight": np.zeros((6, 2, 7, 3))}, ValueError, "larger than the padded input"),
+    ({"dilation": 3}, ValueError, "larger than the padded input"),
+]
+
+
+@pytest.mark.parametrize(("changes", "error", "match"), FORWARD_ERRORS)
+def test_bad_forward_arguments_raise(changes, error, match):
+    arguments = {"x": X, "weight": W, "bias": None, "groups": 2, **changes}
+    with pytest.raises(error, match=match):
+        conv2d_forward(**arguments)
+
+
+def test_bad_backward_arguments_raise():
+    y, ctx = conv2d_forward(X, W, groups=2)
+
+    with pytest.raises(ValueError, match="grad_output must have the forward output"):
+        conv2d_backward(np.zeros((2, 6, 4, 5)), ctx)
+    with pytest.raises(TypeError, match="grad_output must have dtype float64"):
+        conv2d_backward(y.astype(np.float32), ctx)
+    with pytest.raises(TypeError, match=r"grad_output must be a numpy\.ndarray"):
+        conv2d_backward(y.tolist(), ctx)
+    with pytest.raises(TypeError, match="ctx must be the Conv2dContext"):
+        conv2d_backward(y, {"x": X})
