@@ -83,6 +83,18 @@ FUNCTIONAL_CASES = [
         ValueError,
         "larger than the padded input of x",
     ),
+    (
+        "conv-x-zero-height-with-padding",
+        lambda: F.conv2d(X[:, :, :0], W[..., :1, :1], padding=1),
+        ValueError,
+        r"x must have non-zero H and W \(only N may be 0\), got shape \(2, 3, 0, 6\)",
+    ),
+    (
+        "conv-x-zero-width-unbatched",
+        lambda: F.conv2d(X[0, :, :, :0], W, padding="same"),
+        ValueError,
+        r"x must have non-zero H and W .* got shape \(3, 6, 0\)",
+    ),
     # conv2d: weight and bias
     ("conv-weight-none", lambda: F.conv2d(X, None), TypeError, "weight must be a"),
     ("conv-weight-3d", lambda: F.conv2d(X, W[0]), ValueError, "weight must be 4-d"),

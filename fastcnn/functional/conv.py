@@ -132,6 +132,13 @@ def _check_arguments(x, weight, bias, stride, padding, dilation, groups):
         )
     if bias is not None and bias.shape != (c_out,):
         raise ValueError(f"bias must have shape ({c_out},), got {bias.shape}")
+    # As in PyTorch, only the batch may be empty, even when padding would hold
+    # the window.
+    if 0 in x.shape[2:]:
+        raise ValueError(
+            f"x must have non-zero H and W (only N may be 0), got shape "
+            f"{x.shape[1:] if unbatched else x.shape}"
+        )
 
     h_padded = x.shape[2] + pads[0] + pads[1]
     w_padded = x.shape[3] + pads[2] + pads[3]
@@ -209,8 +216,8 @@ def conv2d_forward(
         If a shape or value is wrong: ``x`` not 3-d or 4-d, channels not matching
         ``weight.shape[1] * groups``, ``C_out`` not divisible by ``groups``, a
         bias of the wrong shape, an unknown padding string, ``"same"`` with a
-        stride above 1, a stride or dilation below 1, a negative padding, or a
-        dilated kernel larger than the padded input.
+        stride above 1, a stride or dilation below 1, a negative padding, a zero
+        ``H`` or ``W``, or a dilated kernel larger than the padded input.
 
     Notes
     -----
