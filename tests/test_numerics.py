@@ -603,20 +603,15 @@ def test_softmax_is_finite_for_logits_of_1e4(dtype, function):
     elif dtype == np.float64:
         assert_close(y, R_soft.log_softmax(HUGE_LOGITS), dtype)
     else:
-        # Within the float32 spacing of the logits' magnitude (see the xfail
-        # test below for why not within float32's usual tolerance).
+        # Results near 0 are absolute-accurate to the spacing of the logits.
         spacing = float(np.spacing(np.float32(1e4)))
         np.testing.assert_allclose(y, R_soft.log_softmax(HUGE_LOGITS), atol=spacing)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="fast-math reassociation folds (x - max) - log(sum) into "
-    "x - (max + log(sum)), which rounds to the spacing of max in float32",
-)
 def test_float32_log_softmax_keeps_small_results_exact_next_to_huge_logits():
-    # A row of -1e4 has log-probabilities log(1/4) = -1.3862944 exactly; an
-    # error of ulp(1e4) / 2 = 5e-4 is far outside float32's tolerance.
+    # A row of -1e4 has log-probabilities log(1/4) = -1.3862944; computing
+    # x - (max + log(sum)) instead of (x - max) - log(sum) would be off by up to
+    # ulp(1e4) / 2 = 5e-4, far outside float32's tolerance.
     logits = np.full((1, 4), -1e4, np.float32)
     assert_close(F.log_softmax(logits), np.full((1, 4), -math.log(4.0)), np.float32)
 
