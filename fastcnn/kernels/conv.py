@@ -25,8 +25,10 @@ import numpy as np
 from numba import prange
 
 from fastcnn._config import parallel_kernel
+from fastcnn.kernels._small import serial_below
 
 
+@serial_below(1)
 @parallel_kernel
 def im2col(
     x, cols, n_start, kh, kw, stride_h, stride_w, pad_top, pad_left, dil_h, dil_w
@@ -70,6 +72,7 @@ def im2col(
                             out[oh, ow] = src[oh * stride_h, ow * stride_w]
 
 
+@serial_below(0)
 @parallel_kernel
 def col2im(
     grad_cols,
@@ -126,6 +129,7 @@ def col2im(
         grad_input[n_start + n, c] = buf[pad_top : pad_top + h, pad_left : pad_left + w]
 
 
+@serial_below(0)
 @parallel_kernel
 def scatter_output(out, y, bias):
     """Move the product ``(C_out, N, L)`` into NCHW output, adding the bias.
@@ -152,6 +156,7 @@ def scatter_output(out, y, bias):
             dst[k] = src[k] + b
 
 
+@serial_below(0)
 @parallel_kernel
 def gather_grad_output(grad_output, go, grad_bias):
     """Copy ``grad_output`` to ``(C_out, N, L)`` order and sum the bias gradient.

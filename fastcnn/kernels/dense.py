@@ -11,12 +11,14 @@ from __future__ import annotations
 from numba import prange
 
 from fastcnn._config import parallel_kernel
+from fastcnn.kernels._small import serial_below
 
 #: Output features summed together by one iteration of :func:`sum_rows_into`; a
 #: constant compiled into the kernel (see :mod:`fastcnn._config`, Caching).
 FEATURE_BLOCK = 32
 
 
+@serial_below(0)
 @parallel_kernel
 def add_bias_rows(y, bias):
     """Add ``bias`` to every row of ``y`` in place.
@@ -35,6 +37,7 @@ def add_bias_rows(y, bias):
             y[i, j] += bias[j]
 
 
+@serial_below(0)
 @parallel_kernel
 def sum_rows_into(grad_output, grad_bias):
     """Write the column sums of ``grad_output`` to ``grad_bias``.

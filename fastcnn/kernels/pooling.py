@@ -28,6 +28,7 @@ import numpy as np
 from numba import prange
 
 from fastcnn._config import parallel_kernel, serial_kernel
+from fastcnn.kernels._small import serial_below
 
 # ----------------------------------------------------------------------------
 # Geometry and helpers shared by max and average pooling
@@ -253,6 +254,7 @@ def _max_pool_planes(x, kh, kw, sh, sw, ph, pw, y, indices, first, stop):
             indices_flat[p, j] = a_i[corners[j]]
 
 
+@serial_below(0)
 @parallel_kernel
 def max_pool2d_forward(x, kh, kw, sh, sw, ph, pw, y, indices, blocks):
     """Write the window maxima of ``x`` to ``y`` and their flat indices to ``indices``.
@@ -294,6 +296,7 @@ def _scatter_add(values, indices, out):
         out[indices[t]] += values[t]
 
 
+@serial_below(2)
 @parallel_kernel
 def max_pool2d_backward(grad_output, indices, grad_input):
     """Route each output gradient to the input element that was the maximum.
@@ -388,6 +391,7 @@ def _row_sums(src, kw, n, out):
         _add_into(src, j, out, 0, n)
 
 
+@serial_below(0)
 @parallel_kernel
 def avg_pool2d_forward(x, kh, kw, sh, sw, ph, pw, count_include_pad, y, blocks):
     """Write the window means of ``x`` to ``y``.
@@ -456,6 +460,7 @@ def _avg_pool_backward_planes(
             window_grads[corners[j]] = 0
 
 
+@serial_below(8)
 @parallel_kernel
 def avg_pool2d_backward(
     grad_output, kh, kw, sh, sw, ph, pw, count_include_pad, grad_input, blocks

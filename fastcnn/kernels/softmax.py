@@ -13,8 +13,10 @@ import numpy as np
 from numba import prange
 
 from fastcnn._config import parallel_kernel
+from fastcnn.kernels._small import serial_below
 
 
+@serial_below(0)
 @parallel_kernel
 def softmax_rows(x, out):
     """Write ``exp(x - max) / sum(exp(x - max))`` of every row of ``x`` to ``out``.
@@ -43,6 +45,7 @@ def softmax_rows(x, out):
             out[i, j] *= scale
 
 
+@serial_below(0)
 @parallel_kernel
 def log_softmax_rows(x, out):
     """Write ``x - max - log(sum(exp(x - max)))`` of every row of ``x`` to ``out``.
@@ -74,6 +77,7 @@ def log_softmax_rows(x, out):
             out[i, j] -= log_total
 
 
+@serial_below(0)
 @parallel_kernel
 def softmax_backward_rows(grad_output, y, out):
     """Write the softmax Jacobian-vector product ``y * (g - sum(g * y))`` per row.
@@ -97,6 +101,7 @@ def softmax_backward_rows(grad_output, y, out):
             out[i, j] = y[i, j] * (grad_output[i, j] - dot)
 
 
+@serial_below(0)
 @parallel_kernel
 def log_softmax_backward_rows(grad_output, y_log, out):
     """Write the log-softmax Jacobian-vector product ``g - exp(y_log) * sum(g)``.
@@ -120,6 +125,7 @@ def log_softmax_backward_rows(grad_output, y_log, out):
             out[i, j] = grad_output[i, j] - np.exp(y_log[i, j]) * total
 
 
+@serial_below(0)
 @parallel_kernel
 def cross_entropy_index_rows(
     logits, target, smoothing, grad_scale, want_grad, losses, grad
@@ -186,6 +192,7 @@ def cross_entropy_index_rows(
             grad[i, t] = (target_p - on) * scale
 
 
+@serial_below(0)
 @parallel_kernel
 def cross_entropy_prob_rows(
     logits, target, smoothing, grad_scale, want_grad, losses, grad

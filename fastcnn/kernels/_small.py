@@ -1,0 +1,86 @@
+"""Parallel kernels that run single-threaded when their work is small.
+
+Starting a parallel region (waking Numba's threads, handing out iterations and
+waiting for the last one) costs tens of microseconds, more than a whole small call
+takes on one thread: a batch of one image runs some twenty such kernels per
+training step. :func:`serial_below` gives a parallel kernel a single-threaded
+twin, a second compile of the same Python function, used when the array that
+measures the kernel's work has fewer than :data:`SERIAL_WORK` elements.
+
+Every ``prange`` iteration of a fastcnn kernel owns what it writes, so the twin,
+which runs the iterations in order on one thread, gives the same bits. The twin is
+compiled under its own name (``<kernel>_serial``), so that the on-disk cache
+never hands the parallel compile to the serial one or the other way round (cache
+entries are told apart by name and argument types, not by compile options).
+"""
+
+from __future__ import annotations
+
+import types
+from collections.abc import Callable
+from typing import Any
+
+from fastcnn._config import serial_kernel
+
+#: Elements of the work-measuring array below which the serial twin runs.
+SERIAL_WORK = 1 << 15
+
+
+class SizedKernel:
+    """A parallel kernel and its serial twin, chosen per call by the work's size.
+
+    Attributes
+    ----------
+    dispatcher : numba.core.dispatcher.Dispatcher
+        The parallel compile (as on the wrappers of ``parallel_kernel``).
+    serial : numba.core.dispatcher.Dispatcher
+        The single-threaded compile.
+    py_func : callable
+        The Python source of both.
+    """
+
+    def __init__(self, kernel: Callable, work_arg: int) -> None:
+        source = kernel.py_func
+        twin = types.FunctionType(
+            source.__code__,
+            source.__globals__,
+            f"{source.__name__}_serial",
+            source.__defaults__,
+            source.__closure__,
+        )
+        twin.__qualname__ = f"{source.__qualname__}_serial"
+        twin.__module__ = source.__module__
+        twin.__doc__ = source.__doc__
+        self.parallel = kernel
+        self.dispatcher = kernel.dispatcher
+        self.serial = serial_kernel(twin)
+        self.py_func = source
+        self.work_arg = work_arg
+        self.__name__ = source.__name__
+        self.__qualname__ = source.__qualname__
+        self.__doc__ = source.__doc__
+        self.__module__ = source.__module__
+
+    def __call__(self, *args: Any) -> Any:
+        if args[self.work_arg].size < SERIAL_WORK:
+            return self.serial(*args)
+        return self.parallel(*args)
+
+    def __repr__(self) -> str:
+        return f"<SizedKernel {self.__module__}.{self.__qualname__}>"
+
+
+def serial_below(work_arg: int) -> Callable[[Callable], SizedKernel]:
+    """Decorate a ``parallel_kernel`` to run serially when its work is small.
+
+    Parameters
+    ----------
+    work_arg : int
+        Position of the array argument whose size measures the call's work
+        (usually the output).
+    """
+
+    def decorate(kernel: Callable) -> SizedKernel:
+        return SizedKernel(kernel, work_arg)
+
+    return decorate
