@@ -85,13 +85,21 @@ def import_torch() -> Any:
 def interleaved(
     funcs: dict[str, Callable[[], Any]], repeats: int, warmup: int = 2
 ) -> dict[str, float]:
-    """Median seconds per call of each function, repetitions interleaved."""
+    """Median seconds per call of each function, repetitions interleaved.
+
+    Each timed call follows an untimed call of the same function: the thread
+    pools of the other implementation (PyTorch's OpenMP threads, OpenBLAS's) spin
+    for a while after their last task, and the untimed call absorbs that for both
+    sides alike.
+    """
     for _ in range(warmup):
         for f in funcs.values():
             f()
     times: dict[str, list[float]] = {name: [] for name in funcs}
     for _ in range(repeats):
         for name, f in funcs.items():
+            if len(funcs) > 1:
+                f()
             start = time.perf_counter()
             f()
             times[name].append(time.perf_counter() - start)
