@@ -184,3 +184,77 @@ def gather_grad_output(grad_output, go, grad_bias):
                 dst[k] = value
                 total += value
         grad_bias[c] = total
+
+
+@serial_below(3)
+@parallel_kernel
+def conv2d_direct(
+    x,
+    weight2d,
+    bias,
+    y,
+    cols,
+    kh,
+    kw,
+    stride_h,
+    stride_w,
+    pad_top,
+    pad_left,
+    dil_h,
+    dil_w,
+):
+    """Whole convolution (one group) for few filters, without a BLAS product.
+
+    For each sample, the kernel writes its column matrix and multiplies it by the
+    filters with a loop that keeps the sample's output rows in the cache: for
+    filter banks as small as a LeNet's, this beats a BLAS product, whose threads
+    would start and stop for a few microseconds of work.
+
+    Parameters
+    ----------
+    x : ndarray, shape (N, C_in, H, W)
+        C-contiguous input.
+    weight2d : ndarray, shape (C_out, C_in * kh * kw)
+        The filters, flattened.
+    bias : ndarray, shape (C_out,)
+        Per-channel offset (zeros for a convolution without bias).
+    y : ndarray, shape (N, C_out, H_out * W_out)
+        Output, overwritten: ``bias[c]`` plus the products over the column
+        index in increasing order.
+    cols : ndarray, shape (C_in * kh * kw, N, H_out, W_out)
+        Output: the column matrix of the whole batch (as :func:`im2col` writes
+        it), kept for the backward pass.
+    kh, kw, stride_h, stride_w, pad_top, pad_left, dil_h, dil_w : int
+        As in :func:`im2col`.
+    """
+    n_batch, c_in, h, w = x.shape
+    c_out, length = y.shape[1], y.shape[2]
+    h_out, w_out = cols.shape[2], cols.shape[3]
+    depth = weight2d.shape[1]
+    h_buf = max((h_out - 1) * stride_h + (kh - 1) * dil_h + 1, pad_top + h)
+    w_buf = max((w_out - 1) * stride_w + (kw - 1) * dil_w + 1, pad_left + w)
+    cols3 = cols.reshape(depth, n_batch, length)
+
+    # Each iteration owns sample n: y[n] and cols[:, n].
+    for n in prange(n_batch):
+        buf = np.zeros((h_buf, w_buf), dtype=x.dtype)
+        for c in range(c_in):
+            buf[pad_top : pad_top + h, pad_left : pad_left + w] = x[n, c]
+            for i in range(kh):
+                for j in range(kw):
+                    out = cols[(c * kh + i) * kw + j, n]
+                    src = buf[i * dil_h :, j * dil_w :]
+                    for oh in range(h_out):
+                        for ow in range(w_out):
+                            out[oh, ow] = src[oh * stride_h, ow * stride_w]
+
+        for co in range(c_out):
+            dst = y[n, co]
+            b = bias[co]
+            for k in range(length):
+                dst[k] = b
+            for r in range(depth):
+                weight = weight2d[co, r]
+                src = cols3[r, n]
+                for k in range(length):
+                    dst[k] += weight * src[k]
