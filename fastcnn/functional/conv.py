@@ -26,25 +26,13 @@ from fastcnn._validation import (
     check_pair,
     check_same_dtype,
 )
-from fastcnn.kernels.conv import (
-    col2im,
-    conv2d_direct,
-    gather_grad_output,
-    im2col,
-    scatter_output,
-)
+from fastcnn.kernels.conv import col2im, gather_grad_output, im2col, scatter_output
 
 __all__ = ["Conv2dContext", "conv2d", "conv2d_backward", "conv2d_forward"]
 
 # Bytes of a chunk's column matrix and product: small enough to stay in the
 # cache between the kernel that writes them and the code that reads them.
 _CHUNK_BYTES = 1 << 23
-
-# Convolutions with at most this many filters (and one group) skip BLAS: a single
-# kernel writes the columns and multiplies them (see ``conv2d_direct``), keeping
-# the whole batch's columns, up to this many bytes, for the backward pass.
-_DIRECT_MAX_FILTERS = 16
-_DIRECT_MAX_BYTES = 1 << 26
 
 Pair = int | tuple[int, int]
 
@@ -261,34 +249,22 @@ def conv2d_forward(
     filters = weight.reshape(groups, c_out_group, depth)
     bias_values = np.zeros(c_out, dtype=x.dtype) if bias is None else bias
 
-    y = np.empty((n, c_out, h_out, w_out), dtype=x.dtype)
-    if (
-        groups == 1
-        and c_out <= _DIRECT_MAX_FILTERS
-        and rows * n * length * x.itemsize <= _DIRECT_MAX_BYTES
-    ):
-        # Few filters: one kernel computes everything and keeps the columns.
-        m = max(n, 1)
-        cols = np.empty((rows, n, h_out, w_out), dtype=x.dtype)
-        conv2d_direct(
-            x, filters[0], bias_values, y.reshape(n, c_out, length), cols, *window
+    m = _chunk_size(n, (rows + c_out) * length * x.itemsize)
+    cols = np.empty((rows, min(m, n), h_out, w_out), dtype=x.dtype)
+    out = np.empty((c_out, n, length), dtype=x.dtype)
+    for n_start in range(0, n, m):
+        size = min(m, n - n_start)
+        cols_chunk = _chunk_view(cols, size)
+        im2col(x, cols_chunk, n_start, *window)
+        # The chunk's columns of out: a strided view, fine for BLAS.
+        out_chunk = out[:, n_start : n_start + size]
+        np.matmul(
+            filters,
+            cols_chunk.reshape(groups, depth, size * length),
+            out=out_chunk.reshape(groups, c_out_group, size * length),
         )
-    else:
-        m = _chunk_size(n, (rows + c_out) * length * x.itemsize)
-        cols = np.empty((rows, min(m, n), h_out, w_out), dtype=x.dtype)
-        out = np.empty((c_out, n, length), dtype=x.dtype)
-        for n_start in range(0, n, m):
-            size = min(m, n - n_start)
-            cols_chunk = _chunk_view(cols, size)
-            im2col(x, cols_chunk, n_start, *window)
-            # The chunk's columns of out: a strided view, fine for BLAS.
-            out_chunk = out[:, n_start : n_start + size]
-            np.matmul(
-                filters,
-                cols_chunk.reshape(groups, depth, size * length),
-                out=out_chunk.reshape(groups, c_out_group, size * length),
-            )
-        scatter_output(out, y.reshape(n, c_out, length), bias_values)
+    y = np.empty((n, c_out, h_out, w_out), dtype=x.dtype)
+    scatter_output(out, y.reshape(n, c_out, length), bias_values)
 
     output_shape = (c_out, h_out, w_out) if unbatched else y.shape
     ctx = Conv2dContext(
