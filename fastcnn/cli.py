@@ -64,7 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--lr",
         type=_positive_float,
         default=None,
-        help="learning rate (default: 0.05 for sgd, 0.001 for adam)",
+        help="learning rate (default: 0.02 for sgd, 0.001 for adam)",
     )
     train.add_argument("--momentum", type=float, default=0.9, help="SGD momentum")
     train.add_argument("--seed", type=int, default=0)
@@ -130,14 +130,17 @@ def _train(args: argparse.Namespace) -> int:
         _limit_threads(args.threads)
 
     (x_train, y_train), (x_test, y_test) = _load(args)
+    # The training set's statistics go into the model, so that the saved model
+    # takes raw pixels.
     model = lenet(
         in_channels=x_train.shape[1],
         image_size=x_train.shape[2:],
         num_classes=10,
+        normalize=(float(x_train.mean()), float(x_train.std())),
         rng=args.seed,
     )
     if args.optimizer == "sgd":
-        lr = 0.05 if args.lr is None else args.lr
+        lr = 0.02 if args.lr is None else args.lr
         optimizer = SGD(model, lr=lr, momentum=args.momentum)
     else:
         lr = 1e-3 if args.lr is None else args.lr

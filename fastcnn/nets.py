@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from fastcnn.layers import Conv2D, Dense, Flatten, MaxPool2D, ReLU
+from fastcnn.layers import Conv2D, Dense, Flatten, MaxPool2D, Normalize, ReLU
 from fastcnn.models import Sequential
 
 
@@ -15,13 +15,14 @@ def lenet(
     *,
     channels: tuple[int, int] = (8, 16),
     hidden: int = 64,
+    normalize: tuple[float, float] | None = None,
     dtype: type | np.dtype = np.float32,
     rng: int | np.random.Generator | None = None,
 ) -> Sequential:
     """Build the small LeNet-style CNN that ``fastcnn train`` trains.
 
-    conv 3x3 (padding 1) -> ReLU -> max-pool 2 -> conv 3x3 (padding 1) -> ReLU ->
-    max-pool 2 -> flatten -> dense -> ReLU -> dense (logits).
+    [normalize ->] conv 3x3 (padding 1) -> ReLU -> max-pool 2 -> conv 3x3
+    (padding 1) -> ReLU -> max-pool 2 -> flatten -> dense -> ReLU -> dense (logits).
 
     Parameters
     ----------
@@ -35,6 +36,9 @@ def lenet(
         Output channels of the two convolutions.
     hidden : int
         Width of the hidden dense layer.
+    normalize : (float, float), optional
+        ``(mean, std)`` of the training data: a :class:`~fastcnn.layers.Normalize`
+        layer then standardises the input inside the model.
     dtype : numpy dtype
         float32 (default) or float64.
     rng : int, numpy.random.Generator or None
@@ -51,8 +55,10 @@ def lenet(
         raise ValueError(f"image_size must be positive multiples of 4, got {(h, w)}")
     rng = np.random.default_rng(rng)
     c1, c2 = channels
+    first = [] if normalize is None else [Normalize(*normalize)]
     return Sequential(
         [
+            *first,
             Conv2D(in_channels, c1, 3, padding=1, dtype=dtype, rng=rng),
             ReLU(),
             MaxPool2D(2),

@@ -11,6 +11,7 @@ from fastcnn.layers.base import Layer, as_layer_input
 from fastcnn.layers.conv import Conv2D
 from fastcnn.layers.dense import Dense
 from fastcnn.layers.dropout import Dropout
+from fastcnn.layers.normalize import Normalize
 from fastcnn.layers.pooling import AvgPool2D, MaxPool2D
 from fastcnn.layers.reshape import Flatten, Reshape
 from fastcnn.layers.softmax import Softmax, SoftmaxCrossEntropy
@@ -24,6 +25,7 @@ __all__ = [
     "Layer",
     "LeakyReLU",
     "MaxPool2D",
+    "Normalize",
     "ReLU",
     "Reshape",
     "Sigmoid",
