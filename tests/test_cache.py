@@ -276,7 +276,14 @@ ok = (
     and np.allclose(linear(x.T[:7], weight, bias), x.T[:7] @ weight.T + bias)
     and np.array_equal(out, [6.0, 4.0])
 )
-kernels = [relu_flat.dispatcher, add_bias_rows.dispatcher, _compiled.dense_forward]
+# Small calls run the single-threaded twin of a parallel kernel: count both.
+kernels = [
+    relu_flat.dispatcher,
+    relu_flat.serial,
+    add_bias_rows.dispatcher,
+    add_bias_rows.serial,
+    _compiled.dense_forward,
+]
 print(json.dumps({
     "file": fastcnn.__file__,
     "pycache_writable": pycache_writable,
