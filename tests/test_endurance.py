@@ -13,7 +13,6 @@ from __future__ import annotations
 import gc
 import math
 import os
-import time
 import tracemalloc
 from pathlib import Path
 
@@ -46,7 +45,6 @@ def test_twenty_epochs_hold_memory_flat_and_the_loss_finite():
     model = lenet(rng=0)
     optimizer = Adam(model, lr=2e-3)
     losses, traced, resident = [], [], []
-    start = time.perf_counter()
     tracemalloc.start()
     try:
         for epoch in range(EPOCHS):
@@ -66,7 +64,6 @@ def test_twenty_epochs_hold_memory_flat_and_the_loss_finite():
             resident.append(resident_bytes())
     finally:
         tracemalloc.stop()
-    elapsed = time.perf_counter() - start
 
     assert all(math.isfinite(loss) for loss in losses)
     assert losses[-1] < 0.5 * losses[0]  # it did train
@@ -80,4 +77,3 @@ def test_twenty_epochs_hold_memory_flat_and_the_loss_finite():
     resident_growth = max(resident[1:]) - resident[0]
     assert traced_growth < 1 * mib, [round(t / mib, 2) for t in traced]
     assert resident_growth < 32 * mib, [round(r / mib, 1) for r in resident]
-    assert elapsed < 180, f"{EPOCHS} epochs took {elapsed:.0f} s"
