@@ -7,6 +7,7 @@ of object or dtype, ValueError for a wrong value or shape.
 
 from __future__ import annotations
 
+import reprlib
 from collections.abc import Iterable
 from numbers import Integral, Real
 from typing import Any
@@ -24,7 +25,11 @@ MAX_WINDOW_ARGUMENT = 2**31 - 1
 def _describe(value: Any) -> str:
     if isinstance(value, np.ndarray):
         return f"array of shape {value.shape} and dtype {value.dtype}"
-    return f"{type(value).__name__} {value!r}"
+    # A whole data set passed as a list must not end up in the message.
+    text = reprlib.repr(value)
+    if len(text) > 80:
+        text = text[:76] + " ..."
+    return f"{type(value).__name__} {text}"
 
 
 def check_array(

@@ -21,6 +21,16 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value}")
+    return value
+
+
 def _positive_float(text: str) -> float:
     try:
         value = float(text)
@@ -67,7 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="learning rate (default: 0.02 for sgd, 0.001 for adam)",
     )
     train.add_argument("--momentum", type=float, default=0.9, help="SGD momentum")
-    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--seed", type=_non_negative_int, default=0)
     train.add_argument(
         "--threads",
         type=_positive_int,
@@ -128,6 +138,15 @@ def _train(args: argparse.Namespace) -> int:
 
     if args.threads is not None:
         _limit_threads(args.threads)
+
+    if args.save is not None:
+        # Refuse an impossible destination before training, not after it.
+        if args.save.is_dir():
+            raise ValueError(f"--save must be a file path, got the folder {args.save}")
+        if not args.save.resolve().parent.is_dir():
+            raise ValueError(
+                f"--save: the folder {args.save.resolve().parent} does not exist"
+            )
 
     (x_train, y_train), (x_test, y_test) = _load(args)
     # The training set's statistics go into the model, so that the saved model

@@ -1444,3 +1444,13 @@ def test_optimizer_step_checks_every_gradient_before_updating(gradient, error, m
     with pytest.raises(error, match=match):
         SGD(layers, lr=1.0).step()
     np.testing.assert_array_equal(layers[0].weight, before)
+
+
+def test_a_list_passed_as_an_array_is_not_echoed_whole():
+    # A whole batch given as nested lists must give a short message.
+    import fastcnn.functional as functional
+
+    batch = np.zeros((64, 1, 28, 28)).tolist()
+    with pytest.raises(TypeError, match=r"x must be a numpy\.ndarray") as info:
+        functional.conv2d(batch, np.zeros((4, 1, 3, 3), np.float32))
+    assert len(str(info.value)) < 200

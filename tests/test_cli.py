@@ -139,3 +139,20 @@ def test_python_dash_m_runs_the_same_command():
     assert result.returncode == 0, result.stderr
     assert f"fastcnn {fastcnn.__version__}" in result.stdout
     assert "threading layer: workqueue" in result.stdout
+
+
+def test_negative_seed_is_refused_naming_the_option(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "--seed", "-1"])
+    assert exit_info.value.code == 2
+    assert "--seed" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("where", ["missing-folder", "a-folder"])
+def test_impossible_save_path_fails_before_training(tmp_path, capsys, where):
+    target = tmp_path / "absent" / "m.npz" if where == "missing-folder" else tmp_path
+    status = main(["train", "--dataset", "digits", "--save", str(target)])
+    assert status == 1
+    captured = capsys.readouterr()
+    assert "--save" in captured.err
+    assert "test accuracy" not in captured.out  # nothing was trained
