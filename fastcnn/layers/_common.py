@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -150,3 +151,29 @@ def check_output_gradient(output_gradient: Any, state: LayerState) -> np.ndarray
             f"{state.output_shape}, got {grad.shape}"
         )
     return grad[np.newaxis] if state.unbatched else grad
+
+
+def parametrised_backward(
+    layer: Layer,
+    state: LayerState | None,
+    output_gradient: Any,
+    learning_rate: Any,
+    functional_backward: Callable,
+) -> np.ndarray:
+    """The backward pass of a layer with ``weight`` and an optional ``bias``.
+
+    Checks the call, runs ``functional_backward(grad, ctx) -> (grad_input,
+    grad_weight, grad_bias or None)``, fills ``layer.grads``, takes the SGD step
+    when ``learning_rate`` is given and returns the input gradient (unbatched
+    again when the forward input was).
+    """
+    state = require_state(layer, state)
+    learning_rate = check_learning_rate(learning_rate)
+    grad = check_output_gradient(output_gradient, state)
+
+    grad_input, grad_weight, grad_bias = functional_backward(grad, state.ctx)
+    layer.grads = {"weight": grad_weight}
+    if grad_bias is not None:
+        layer.grads["bias"] = grad_bias
+    layer._apply_sgd(learning_rate)
+    return grad_input[0] if state.unbatched else grad_input

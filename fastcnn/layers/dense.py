@@ -14,10 +14,8 @@ from fastcnn.layers._common import (
     Parameter,
     check_flag,
     check_input_ndim,
-    check_learning_rate,
-    check_output_gradient,
     check_per_sample_shape,
-    require_state,
+    parametrised_backward,
 )
 from fastcnn.layers.base import Layer, as_layer_input
 
@@ -128,16 +126,9 @@ class Dense(Layer):
         self, output_gradient: np.ndarray, learning_rate: float | None = None
     ) -> np.ndarray:
         """Return the input gradient; fill ``grads``; SGD step if ``learning_rate``."""
-        state = require_state(self, self._state)
-        learning_rate = check_learning_rate(learning_rate)
-        grad = check_output_gradient(output_gradient, state)
-
-        grad_input, grad_weight, grad_bias = linear_backward(grad, state.ctx)
-        self.grads = {"weight": grad_weight}
-        if grad_bias is not None:
-            self.grads["bias"] = grad_bias
-        self._apply_sgd(learning_rate)
-        return grad_input[0] if state.unbatched else grad_input
+        return parametrised_backward(
+            self, self._state, output_gradient, learning_rate, linear_backward
+        )
 
     def get_config(self) -> dict[str, Any]:
         """Return the constructor arguments (without ``rng``) as JSON values."""
