@@ -766,3 +766,22 @@ def test_mnist_zero_versus_one_reaches_95_percent():
     predicted = [np.argmax(predict(network, images[i])) for i in held_out]
     accuracy = np.mean(np.array(predicted) == labels[held_out])
     assert accuracy >= 0.95
+
+
+@pytest.mark.parametrize(
+    ("network", "loss", "error", "match"),
+    [
+        ([], "mse", ValueError, "network"),
+        ([1, 2], "mse", TypeError, r"network\[0\]"),
+        (None, "not-a-function", TypeError, "loss must be a function"),
+    ],
+)
+def test_train_refuses_a_network_or_loss_it_cannot_use(network, loss, error, match):
+    from fastcnn import tutorial
+
+    layers = [tutorial.Dense(2, 1)] if network is None else network
+    loss_fn = tutorial.mse if loss == "mse" else loss
+    x = np.zeros((4, 2, 1))
+    y = np.zeros((4, 1, 1))
+    with pytest.raises(error, match=match):
+        tutorial.train(layers, loss_fn, tutorial.mse_prime, x, y, epochs=1)

@@ -114,6 +114,20 @@ def train(
     epochs = check_int(epochs, "epochs", minimum=0)
     learning_rate = check_real(learning_rate, "learning_rate")
     layers = list(network)
+    if not layers:
+        raise ValueError("network must hold at least one layer, got none")
+    for i, layer in enumerate(layers):
+        if not (
+            callable(getattr(layer, "forward", None))
+            and callable(getattr(layer, "backward", None))
+        ):
+            raise TypeError(
+                f"network[{i}] must be a layer with forward and backward methods, "
+                f"got {type(layer).__name__}"
+            )
+    for name, function in (("loss", loss), ("loss_prime", loss_prime)):
+        if not callable(function):
+            raise TypeError(f"{name} must be a function, got {type(function).__name__}")
     n_samples = _sample_count(x_train, "x_train")
     if _sample_count(y_train, "y_train") != n_samples:
         raise ValueError(
