@@ -113,7 +113,7 @@ def _check_flag(value: Any, name: str) -> bool:
     return bool(value)
 
 
-def _output_size(size: int, k: int, s: int, p: int, ceil_mode: bool) -> int:
+def output_size(size: int, k: int, s: int, p: int, ceil_mode: bool) -> int:
     """PyTorch's pooling output length (may be < 1 when the window does not fit)."""
     out = (size + 2 * p - k + (s - 1 if ceil_mode else 0)) // s + 1
     if ceil_mode and (out - 1) * s >= size + p:
@@ -144,7 +144,7 @@ def _check_window(
         )
     h, w = x.shape[-2:]
     out = tuple(
-        _output_size(size, k, s, p, ceil_mode)
+        output_size(size, k, s, p, ceil_mode)
         for size, k, s, p in zip((h, w), kernel, step, pad, strict=True)
     )
     if min(out) < 1:

@@ -53,26 +53,15 @@ def compact_pair(pair: tuple[int, int]) -> int | list[int]:
 
 
 def pooled_size(
-    size: int,
-    kernel: int,
-    stride: int,
-    padding: int,
-    dilation: int = 1,
-    ceil_mode: bool = False,
+    size: int, kernel: int, stride: int, padding: int, dilation: int = 1
 ) -> int:
-    """Output length of a sliding window along one axis (PyTorch's formula).
+    """Output length of a convolution along one axis (PyTorch's formula).
 
-    ``floor_or_ceil((size + 2*padding - dilation*(kernel-1) - 1)/stride) + 1``;
-    with ``ceil_mode`` the last window must start inside the input or the left
-    padding. A result below 1 means the window does not fit.
+    ``floor((size + 2*padding - dilation*(kernel-1) - 1)/stride) + 1``; a result
+    below 1 means the window does not fit. Pooling layers use the pooling
+    module's own formula, which also knows ``ceil_mode``.
     """
-    span = size + 2 * padding - dilation * (kernel - 1) - 1
-    if not ceil_mode:
-        return span // stride + 1
-    out = -(-span // stride) + 1
-    if (out - 1) * stride >= size + padding:
-        out -= 1
-    return out
+    return (size + 2 * padding - dilation * (kernel - 1) - 1) // stride + 1
 
 
 class Parameter:

@@ -12,6 +12,7 @@ from fastcnn.functional.pooling import (
     avg_pool2d_forward,
     max_pool2d_backward,
     max_pool2d_forward,
+    output_size,
 )
 from fastcnn.layers._common import (
     LayerState,
@@ -21,7 +22,6 @@ from fastcnn.layers._common import (
     check_output_gradient,
     check_per_sample_shape,
     compact_pair,
-    pooled_size,
     require_state,
 )
 from fastcnn.layers.base import Layer, as_layer_input
@@ -59,7 +59,7 @@ class _Pool2D(Layer):
         """Return ``(C, H_out, W_out)`` for a per-sample ``(C, H, W)``."""
         c, h, w = check_per_sample_shape(input_shape, 3, "(C, H, W)")
         sizes = tuple(
-            pooled_size(size, k, s, p, ceil_mode=self.ceil_mode)
+            output_size(size, k, s, p, self.ceil_mode)
             for size, k, s, p in zip(
                 (h, w), self.kernel_size, self.stride, self.padding, strict=True
             )
