@@ -3,9 +3,12 @@
 Names, arguments, defaults and output shapes follow ``torch.nn.functional``.
 Every op with a gradient has a pair ``op_forward(...) -> (output, ctx)`` and
 ``op_backward(grad_output, ctx)``; ``op(...)`` is the forward alone. Inputs must
-be float32 or float64 arrays, and the output keeps the input's dtype.
+be float32 or float64 arrays, and the output keeps the input's dtype. Ops that
+allocate take an optional ``workspace`` (a :class:`Workspace`) whose buffers they
+reuse from call to call instead.
 """
 
+from fastcnn.functional._workspace import Workspace
 from fastcnn.functional.activations import (
     leaky_relu,
     leaky_relu_backward,
@@ -37,6 +40,7 @@ from fastcnn.functional.softmax import (
 )
 
 __all__ = [
+    "Workspace",
     "avg_pool2d",
     "avg_pool2d_backward",
     "avg_pool2d_forward",
