@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import fastcnn.functional.conv as conv_module
+from fastcnn.functional import Workspace
 from fastcnn.functional.conv import conv2d, conv2d_backward, conv2d_forward
 from fastcnn.reference import conv as reference
 
@@ -378,3 +379,77 @@ def test_bad_backward_arguments_raise():
         conv2d_backward(y.tolist(), ctx)
     with pytest.raises(TypeError, match="ctx must be the Conv2dContext"):
         conv2d_backward(y, {"x": X})
+
+
+WORKSPACE_CASES = ["3x3_pad1", "stride2", "groups", "no_bias", "kernel_1x1"]
+
+
+def _run_with(x, weight, bias, kwargs, grad_output, workspace):
+    y, ctx = conv2d_forward(x, weight, bias, **kwargs, workspace=workspace)
+    return (y, *conv2d_backward(grad_output, ctx))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("name", WORKSPACE_CASES)
+def test_workspace_gives_the_same_results(rng, name, dtype):
+    x_shape, w_shape, kwargs, with_bias = CASES[name]
+    x, weight, bias = _make(rng, x_shape, w_shape, with_bias, dtype)
+    y = conv2d(x, weight, bias, **kwargs)
+    grad_output = rng.standard_normal(y.shape).astype(dtype)
+
+    fresh = _run_with(x, weight, bias, kwargs, grad_output, None)
+    reused = _run_with(x, weight, bias, kwargs, grad_output, Workspace())
+
+    assert_close(conv2d(x, weight, bias, **kwargs, workspace=Workspace()), y)
+    for actual, wanted in zip(reused, fresh, strict=True):
+        if wanted is None:
+            assert actual is None
+        else:
+            np.testing.assert_array_equal(actual, wanted, strict=True)
+
+
+@pytest.mark.parametrize("chunk_bytes", [None, 1], ids=["one_chunk", "per_sample"])
+def test_second_call_with_a_workspace_allocates_nothing(rng, monkeypatch, chunk_bytes):
+    if chunk_bytes is not None:
+        monkeypatch.setattr(conv_module, "_CHUNK_BYTES", chunk_bytes)
+    x, weight, bias = _make(rng, (3, 4, 8, 7), (5, 4, 3, 3), True, np.float32)
+    grad_output = rng.standard_normal((3, 5, 8, 7)).astype(np.float32)
+    ws = Workspace()
+
+    first = _run_with(x, weight, bias, {"padding": 1}, grad_output, ws)
+    first_copies = [a.copy() for a in first]
+    nbytes = ws.nbytes
+    second = _run_with(x + 1, weight, bias, {"padding": 1}, grad_output, ws)
+
+    assert ws.nbytes == nbytes
+    for a, b in zip(first, second, strict=True):
+        assert np.shares_memory(a, b)
+    # The second call overwrote the first call's arrays with its own results.
+    assert not np.array_equal(first[0], first_copies[0])
+    expected = _run_with(x + 1, weight, bias, {"padding": 1}, grad_output, None)
+    for actual, wanted in zip(second, expected, strict=True):
+        np.testing.assert_array_equal(actual, wanted, strict=True)
+
+
+def test_smaller_batch_after_larger_with_a_workspace(rng):
+    x, weight, bias = _make(rng, (4, 3, 7, 6), (4, 3, 3, 3), True)
+    ws = Workspace()
+    y_large = conv2d(x, weight, bias, padding=1, workspace=ws)
+    assert y_large.shape == (4, 4, 7, 6)
+
+    y, ctx = conv2d_forward(x[:2], weight, bias, padding=1, workspace=ws)
+    grad_output = rng.standard_normal(y.shape)
+    grads = conv2d_backward(grad_output, ctx)
+
+    assert_close(y, reference.conv2d(x[:2], weight, bias, padding=1))
+    expected = reference.conv2d_backward(grad_output, x[:2], weight, bias, padding=1)
+    for actual, wanted in zip(grads, expected, strict=True):
+        assert_close(actual, wanted)
+
+
+@pytest.mark.parametrize("bad", [{}, "workspace", np.zeros(3)])
+def test_workspace_of_the_wrong_type_raises(bad):
+    with pytest.raises(TypeError, match=r"workspace must be a fastcnn\.functional"):
+        conv2d_forward(X, W, groups=2, workspace=bad)
+    with pytest.raises(TypeError, match=r"workspace must be a fastcnn\.functional"):
+        conv2d(X, W, groups=2, workspace=bad)

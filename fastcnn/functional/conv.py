@@ -26,6 +26,7 @@ from fastcnn._validation import (
     check_pair,
     check_same_dtype,
 )
+from fastcnn.functional._workspace import Workspace, check_workspace, take, take_zeros
 from fastcnn.kernels.conv import col2im, gather_grad_output, im2col, scatter_output
 
 __all__ = ["Conv2dContext", "conv2d", "conv2d_backward", "conv2d_forward"]
@@ -84,7 +85,8 @@ class Conv2dContext:
     the forward's ``x`` and ``weight`` (not copies), so modifying them in place
     before the backward pass changes the gradients. When the whole batch fitted
     in one chunk it also keeps the forward's column matrix, which the backward
-    pass then reuses instead of rebuilding it.
+    pass then reuses instead of rebuilding it. It keeps the forward's workspace,
+    from which the backward pass takes its own arrays.
     """
 
     x: np.ndarray
@@ -96,6 +98,7 @@ class Conv2dContext:
     cols: np.ndarray | None
     output_shape: tuple[int, ...]
     unbatched: bool
+    workspace: Workspace | None
 
 
 def _check_arguments(x, weight, bias, stride, padding, dilation, groups):
@@ -182,6 +185,8 @@ def conv2d_forward(
     padding: Pair | str = 0,
     dilation: Pair = 1,
     groups: int = 1,
+    *,
+    workspace: Workspace | None = None,
 ) -> tuple[np.ndarray, Conv2dContext]:
     """2-d convolution, also returning the context its backward pass needs.
 
@@ -204,6 +209,10 @@ def conv2d_forward(
     groups : int, default 1
         Number of channel groups, dividing ``C_in`` and ``C_out``; ``groups ==
         C_in`` is a depthwise convolution.
+    workspace : Workspace, optional
+        Buffers to reuse instead of allocating; the arrays returned are then
+        views of it, overwritten by the next call (see Workspace). The backward
+        pass takes its arrays from the same workspace.
 
     Returns
     -------
@@ -216,7 +225,7 @@ def conv2d_forward(
     ------
     TypeError
         If an array is not a float32/float64 ndarray, the dtypes differ, or an
-        argument has the wrong type.
+        argument (``workspace`` included) has the wrong type.
     ValueError
         If a shape or value is wrong: ``x`` not 3-d or 4-d, channels not matching
         ``weight.shape[1] * groups``, ``C_out`` not divisible by ``groups``, a
@@ -238,6 +247,8 @@ def conv2d_forward(
     x, weight, bias, stride, pads, dilation, groups, size_out, unbatched = (
         _check_arguments(x, weight, bias, stride, padding, dilation, groups)
     )
+    workspace = check_workspace(workspace)
+    has_bias = bias is not None
     n, c_in = x.shape[:2]
     c_out, c_in_group, kh, kw = weight.shape
     c_out_group = c_out // groups
@@ -247,11 +258,12 @@ def conv2d_forward(
     depth = c_in_group * kh * kw
     window = (kh, kw, stride[0], stride[1], pads[0], pads[2], dilation[0], dilation[1])
     filters = weight.reshape(groups, c_out_group, depth)
-    bias_values = np.zeros(c_out, dtype=x.dtype) if bias is None else bias
+    if bias is None:
+        bias = take_zeros(workspace, "conv2d.no_bias", (c_out,), x.dtype)
 
     m = _chunk_size(n, (rows + c_out) * length * x.itemsize)
-    cols = np.empty((rows, min(m, n), h_out, w_out), dtype=x.dtype)
-    out = np.empty((c_out, n, length), dtype=x.dtype)
+    cols = take(workspace, "conv2d.cols", (rows, min(m, n), h_out, w_out), x.dtype)
+    out = take(workspace, "conv2d.product", (c_out, n, length), x.dtype)
     for n_start in range(0, n, m):
         size = min(m, n - n_start)
         cols_chunk = _chunk_view(cols, size)
@@ -263,20 +275,21 @@ def conv2d_forward(
             cols_chunk.reshape(groups, depth, size * length),
             out=out_chunk.reshape(groups, c_out_group, size * length),
         )
-    y = np.empty((n, c_out, h_out, w_out), dtype=x.dtype)
-    scatter_output(out, y.reshape(n, c_out, length), bias_values)
+    y = take(workspace, "conv2d.y", (n, c_out, h_out, w_out), x.dtype)
+    scatter_output(out, y.reshape(n, c_out, length), bias)
 
     output_shape = (c_out, h_out, w_out) if unbatched else y.shape
     ctx = Conv2dContext(
         x=x,
         weight=weight,
-        has_bias=bias is not None,
+        has_bias=has_bias,
         window=window,
         groups=groups,
         chunk=m,
         cols=cols if m >= n else None,
         output_shape=output_shape,
         unbatched=unbatched,
+        workspace=workspace,
     )
     return y.reshape(output_shape), ctx
 
@@ -289,6 +302,8 @@ def conv2d(
     padding: Pair | str = 0,
     dilation: Pair = 1,
     groups: int = 1,
+    *,
+    workspace: Workspace | None = None,
 ) -> np.ndarray:
     """2-d convolution (cross-correlation) of ``x`` with ``weight``.
 
@@ -302,6 +317,9 @@ def conv2d(
         Per-channel offset.
     stride, padding, dilation, groups
         As in :func:`conv2d_forward`.
+    workspace : Workspace, optional
+        Buffers to reuse instead of allocating; the arrays returned are then
+        views of it, overwritten by the next call (see Workspace).
 
     Returns
     -------
@@ -313,7 +331,9 @@ def conv2d(
     ``H_out = floor((H + 2 * pH - dH * (kH - 1) - 1) / sH) + 1``; see
     :func:`conv2d_forward` for ``"same"`` padding, errors and empty batches.
     """
-    return conv2d_forward(x, weight, bias, stride, padding, dilation, groups)[0]
+    return conv2d_forward(
+        x, weight, bias, stride, padding, dilation, groups, workspace=workspace
+    )[0]
 
 
 def conv2d_backward(
@@ -345,6 +365,10 @@ def conv2d_backward(
 
     Notes
     -----
+    With a workspace given to the forward pass, the gradients are views of its
+    buffers (under other names than the forward's arrays), overwritten by the
+    next backward call with that workspace.
+
     All gradients have the forward's dtype. ``grad_bias`` is summed in float64
     before being rounded to that dtype. Input positions that no window covers
     (stride not dividing the input) get exactly zero gradient.
@@ -372,17 +396,22 @@ def conv2d_backward(
     grad_output = grad_output.reshape(n, c_out, length)
     filters_t = weight.reshape(groups, c_out_group, depth).transpose(0, 2, 1)
 
-    go = np.empty((c_out, n, length), dtype=x.dtype)
-    grad_bias = np.empty(c_out, dtype=np.float64)
+    ws = ctx.workspace
+    go = take(ws, "conv2d.grad_product", (c_out, n, length), x.dtype)
+    grad_bias = take(ws, "conv2d.grad_bias_sum", (c_out,), np.float64)
     gather_grad_output(grad_output, go, grad_bias)
 
     cols = ctx.cols
+    chunk_shape = (rows, min(m, n), h_out, w_out)
     if cols is None:
-        cols = np.empty((rows, min(m, n), h_out, w_out), dtype=x.dtype)
-    grad_cols = np.empty_like(cols)
-    grad_weight = np.zeros((groups, c_out_group, depth), dtype=x.dtype)
-    partial = np.empty_like(grad_weight)
-    grad_input = np.empty_like(x)
+        # The forward kept no columns, so its buffer is free to rebuild them in.
+        cols = take(ws, "conv2d.cols", chunk_shape, x.dtype)
+    grad_cols = take(ws, "conv2d.grad_cols", chunk_shape, x.dtype)
+    grad_weight = take_zeros(
+        ws, "conv2d.grad_weight", (groups, c_out_group, depth), x.dtype
+    )
+    partial = take(ws, "conv2d.grad_weight_part", grad_weight.shape, x.dtype)
+    grad_input = take(ws, "conv2d.grad_input", x.shape, x.dtype)
     for n_start in range(0, n, m):
         size = min(m, n - n_start)
         cols_chunk = _chunk_view(cols, size)
@@ -405,5 +434,10 @@ def conv2d_backward(
 
     if ctx.unbatched:
         grad_input = grad_input[0]
-    grad_bias = grad_bias.astype(x.dtype) if ctx.has_bias else None
+    if ctx.has_bias:
+        rounded = take(ws, "conv2d.grad_bias", (c_out,), x.dtype)
+        rounded[...] = grad_bias
+        grad_bias = rounded
+    else:
+        grad_bias = None
     return grad_input, grad_weight.reshape(weight.shape), grad_bias
