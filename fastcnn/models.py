@@ -18,7 +18,11 @@ from typing import Any
 import numpy as np
 
 from fastcnn._validation import check_int
+from fastcnn.functional._workspace import Workspace
+from fastcnn.layers._common import check_flag
 from fastcnn.layers.base import Layer, as_layer_input
+from fastcnn.layers.conv import Conv2D
+from fastcnn.layers.dense import Dense
 from fastcnn.layers.softmax import SoftmaxCrossEntropy
 from fastcnn.losses import CrossEntropyLoss
 from fastcnn.optim import SGD, Optimizer
@@ -99,6 +103,11 @@ def _count_correct(output: np.ndarray, y: np.ndarray) -> int | None:
     return None
 
 
+def _can_skip_input_gradient(layer: Layer) -> bool:
+    """Whether ``layer.backward`` is one that takes ``input_gradient=False``."""
+    return type(layer).backward in (Conv2D.backward, Dense.backward)
+
+
 def _check_batch_size(batch_size: Any) -> int:
     return check_int(batch_size, "batch_size", minimum=1)
 
@@ -123,6 +132,12 @@ class Sequential:
     When the last layer is :class:`~fastcnn.layers.SoftmaxCrossEntropy`, the
     model outputs probabilities, :meth:`backward` takes the targets (that
     layer's convention) and :meth:`fit`/:meth:`evaluate` use its loss by default.
+
+    Each layer without a :attr:`~fastcnn.layers.base.Layer.workspace` is given
+    one, so that a layer reuses its outputs, gradients and scratch arrays from
+    batch to batch instead of allocating them anew. What the model itself
+    returns (:meth:`forward`'s output, :meth:`backward`'s input gradient) is a
+    copy, never overwritten later; the outputs of the layers inside it are.
     """
 
     def __init__(self, layers: Iterable[Layer]) -> None:
@@ -140,6 +155,9 @@ class Sequential:
                 )
         if len({id(layer) for layer in layers}) != len(layers):
             raise ValueError("layers must not hold the same Layer object twice")
+        for layer in layers:
+            if getattr(layer, "workspace", None) is None:
+                layer.workspace = Workspace()
         self.layers: list[Layer] = layers
         self._input_shape: tuple[int, ...] | None = None
 
@@ -224,14 +242,18 @@ class Sequential:
         self._input_shape = x.shape[1:]
         for layer in self.layers:
             x = layer.forward(x)
-        return x
+        return x.copy()
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         return self.forward(x)
 
     def backward(
-        self, grad: np.ndarray, learning_rate: float | None = None
-    ) -> np.ndarray:
+        self,
+        grad: np.ndarray,
+        learning_rate: float | None = None,
+        *,
+        input_gradient: bool = True,
+    ) -> np.ndarray | None:
         """Back-propagate ``grad`` through every layer, last to first.
 
         Parameters
@@ -241,15 +263,32 @@ class Sequential:
             when the last layer is a SoftmaxCrossEntropy).
         learning_rate : float, optional
             When given, every layer also takes a plain SGD step.
+        input_gradient : bool, default True
+            Whether to compute the gradient with respect to the model's input.
+            Training does not need it: with False, the layers before the first
+            layer with parameters are skipped, that layer computes only its
+            parameter gradients, and None is returned.
 
         Returns
         -------
-        numpy.ndarray
-            Gradient with respect to the last forward's input.
+        numpy.ndarray or None
+            Gradient with respect to the last forward's input (a copy), or None
+            when ``input_gradient`` is False.
         """
-        for layer in reversed(self.layers):
+        input_gradient = check_flag(input_gradient, "input_gradient")
+        first = 0
+        if not input_gradient:
+            first = next(
+                (i for i, layer in enumerate(self.layers) if layer.params),
+                len(self.layers),
+            )
+        for i in range(len(self.layers) - 1, first - 1, -1):
+            layer = self.layers[i]
+            if i == first and not input_gradient and _can_skip_input_gradient(layer):
+                layer.backward(grad, learning_rate, input_gradient=False)
+                return None
             grad = layer.backward(grad, learning_rate)
-        return grad
+        return grad.copy() if input_gradient else None
 
     def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
         """Return the per-sample output shape for a per-sample ``input_shape``."""
@@ -494,7 +533,7 @@ class Sequential:
             batch_loss = float(criterion.forward(output, yb))
             if not math.isfinite(batch_loss):
                 raise NonFiniteLossError(epoch + 1, step + 1, batch_loss)
-            self.backward(criterion.backward())
+            self.backward(criterion.backward(), input_gradient=False)
             optimizer.step()
 
             seen += len(xb)

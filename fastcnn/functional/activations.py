@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from fastcnn._validation import check_array, check_real, check_same_dtype
+from fastcnn.functional._workspace import Workspace, check_workspace, take
 from fastcnn.kernels.activations import (
     leaky_relu_backward_flat,
     leaky_relu_flat,
@@ -30,16 +31,26 @@ def _check_any_shape(x: Any, name: str) -> np.ndarray:
     return check_array(x, name).reshape(x.shape)
 
 
-def _elementwise(kernel, x: Any, *scalars: float) -> np.ndarray:
+def _elementwise(
+    kernel, name: str, x: Any, *scalars: float, workspace: Workspace | None
+) -> np.ndarray:
     x = _check_any_shape(x, "x")
-    out = np.empty_like(x)
+    workspace = check_workspace(workspace)
+    out = take(workspace, f"{name}.y", x.shape, x.dtype)
     kernel(x.reshape(-1), *scalars, out.reshape(-1))
     return out
 
 
 def _elementwise_backward(
-    kernel, grad_output: Any, saved: Any, saved_name: str, *scalars: float
+    kernel,
+    name: str,
+    grad_output: Any,
+    saved: Any,
+    saved_name: str,
+    *scalars: float,
+    workspace: Workspace | None,
 ) -> np.ndarray:
+    workspace = check_workspace(workspace)
     saved = _check_any_shape(saved, saved_name)
     grad_output = _check_any_shape(grad_output, "grad_output")
     check_same_dtype(saved, saved_name, grad_output=grad_output)
@@ -48,17 +59,20 @@ def _elementwise_backward(
             f"grad_output must have the shape of {saved_name} {saved.shape}, "
             f"got {grad_output.shape}"
         )
-    out = np.empty_like(saved)
+    out = take(workspace, f"{name}.grad_input", saved.shape, saved.dtype)
     kernel(grad_output.reshape(-1), saved.reshape(-1), *scalars, out.reshape(-1))
     return out
 
 
-def relu(x: np.ndarray) -> np.ndarray:
+def relu(x: np.ndarray, *, workspace: Workspace | None = None) -> np.ndarray:
     """Rectified linear unit ``max(x, 0)``, element-wise.
 
     Parameters
     ----------
     x : numpy.ndarray, shape (...), float32 or float64
+    workspace : Workspace, optional
+        Buffers to reuse instead of allocating; the array returned is then a view
+        of it, overwritten by the next call (see :class:`Workspace`).
 
     Returns
     -------
@@ -69,10 +83,12 @@ def relu(x: np.ndarray) -> np.ndarray:
     -----
     The output has the shape of the input, 0-d included.
     """
-    return _elementwise(relu_flat, x)
+    return _elementwise(relu_flat, "relu", x, workspace=workspace)
 
 
-def relu_backward(grad_output: np.ndarray, x: np.ndarray) -> np.ndarray:
+def relu_backward(
+    grad_output: np.ndarray, x: np.ndarray, *, workspace: Workspace | None = None
+) -> np.ndarray:
     """Gradient of a loss with respect to the input of :func:`relu`.
 
     Parameters
@@ -82,16 +98,27 @@ def relu_backward(grad_output: np.ndarray, x: np.ndarray) -> np.ndarray:
     x : numpy.ndarray, shape (...), float32 or float64
         The input of the forward pass.
 
+    workspace : Workspace, optional
+        Buffers to reuse instead of allocating; the array returned is then a view
+        of it, overwritten by the next call (see :class:`Workspace`).
+
     Returns
     -------
     numpy.ndarray, shape (...), dtype of ``x``
         ``grad_output`` where ``x > 0``, else 0. As in PyTorch the gradient at
         ``x == 0`` is 0, and where ``x`` is NaN ``grad_output`` passes unchanged.
     """
-    return _elementwise_backward(relu_backward_flat, grad_output, x, "x")
+    return _elementwise_backward(
+        relu_backward_flat, "relu", grad_output, x, "x", workspace=workspace
+    )
 
 
-def leaky_relu(x: np.ndarray, negative_slope: float = 0.01) -> np.ndarray:
+def leaky_relu(
+    x: np.ndarray,
+    negative_slope: float = 0.01,
+    *,
+    workspace: Workspace | None = None,
+) -> np.ndarray:
     """Leaky rectified linear unit, element-wise.
 
     Parameters
@@ -99,6 +126,10 @@ def leaky_relu(x: np.ndarray, negative_slope: float = 0.01) -> np.ndarray:
     x : numpy.ndarray, shape (...), float32 or float64
     negative_slope : float, default 0.01
         Factor applied to the non-positive inputs; any finite number.
+
+    workspace : Workspace, optional
+        Buffers to reuse instead of allocating; the array returned is then a view
+        of it, overwritten by the next call (see :class:`Workspace`).
 
     Returns
     -------
@@ -110,11 +141,15 @@ def leaky_relu(x: np.ndarray, negative_slope: float = 0.01) -> np.ndarray:
     The output has the shape of the input, 0-d included.
     """
     slope = check_real(negative_slope, "negative_slope")
-    return _elementwise(leaky_relu_flat, x, slope)
+    return _elementwise(leaky_relu_flat, "leaky_relu", x, slope, workspace=workspace)
 
 
 def leaky_relu_backward(
-    grad_output: np.ndarray, x: np.ndarray, negative_slope: float = 0.01
+    grad_output: np.ndarray,
+    x: np.ndarray,
+    negative_slope: float = 0.01,
+    *,
+    workspace: Workspace | None = None,
 ) -> np.ndarray:
     """Gradient of a loss with respect to the input of :func:`leaky_relu`.
 
@@ -127,6 +162,10 @@ def leaky_relu_backward(
     negative_slope : float, default 0.01
         The slope of the forward pass.
 
+    workspace : Workspace, optional
+        Buffers to reuse instead of allocating; the array returned is then a view
+        of it, overwritten by the next call (see :class:`Workspace`).
+
     Returns
     -------
     numpy.ndarray, shape (...), dtype of ``x``
@@ -134,15 +173,26 @@ def leaky_relu_backward(
         (also at ``x == 0``, as in PyTorch).
     """
     slope = check_real(negative_slope, "negative_slope")
-    return _elementwise_backward(leaky_relu_backward_flat, grad_output, x, "x", slope)
+    return _elementwise_backward(
+        leaky_relu_backward_flat,
+        "leaky_relu",
+        grad_output,
+        x,
+        "x",
+        slope,
+        workspace=workspace,
+    )
 
 
-def sigmoid(x: np.ndarray) -> np.ndarray:
+def sigmoid(x: np.ndarray, *, workspace: Workspace | None = None) -> np.ndarray:
     """Logistic sigmoid ``1 / (1 + exp(-x))``, element-wise.
 
     Parameters
     ----------
     x : numpy.ndarray, shape (...), float32 or float64
+    workspace : Workspace, optional
+        Buffers to reuse instead of allocating; the array returned is then a view
+        of it, overwritten by the next call (see :class:`Workspace`).
 
     Returns
     -------
@@ -154,10 +204,12 @@ def sigmoid(x: np.ndarray) -> np.ndarray:
     ``exp(-|x|)``, so no ``exp`` overflows: inputs of size 1e4 give exactly 0 or 1,
     without a warning.
     """
-    return _elementwise(sigmoid_flat, x)
+    return _elementwise(sigmoid_flat, "sigmoid", x, workspace=workspace)
 
 
-def sigmoid_backward(grad_output: np.ndarray, y: np.ndarray) -> np.ndarray:
+def sigmoid_backward(
+    grad_output: np.ndarray, y: np.ndarray, *, workspace: Workspace | None = None
+) -> np.ndarray:
     """Gradient of a loss with respect to the input of :func:`sigmoid`.
 
     Parameters
@@ -167,20 +219,29 @@ def sigmoid_backward(grad_output: np.ndarray, y: np.ndarray) -> np.ndarray:
     y : numpy.ndarray, shape (...), float32 or float64
         The output of the forward pass, ``sigmoid(x)``.
 
+    workspace : Workspace, optional
+        Buffers to reuse instead of allocating; the array returned is then a view
+        of it, overwritten by the next call (see :class:`Workspace`).
+
     Returns
     -------
     numpy.ndarray, shape (...), dtype of ``y``
         ``grad_output * y * (1 - y)``.
     """
-    return _elementwise_backward(sigmoid_backward_flat, grad_output, y, "y")
+    return _elementwise_backward(
+        sigmoid_backward_flat, "sigmoid", grad_output, y, "y", workspace=workspace
+    )
 
 
-def tanh(x: np.ndarray) -> np.ndarray:
+def tanh(x: np.ndarray, *, workspace: Workspace | None = None) -> np.ndarray:
     """Hyperbolic tangent, element-wise.
 
     Parameters
     ----------
     x : numpy.ndarray, shape (...), float32 or float64
+    workspace : Workspace, optional
+        Buffers to reuse instead of allocating; the array returned is then a view
+        of it, overwritten by the next call (see :class:`Workspace`).
 
     Returns
     -------
@@ -190,10 +251,12 @@ def tanh(x: np.ndarray) -> np.ndarray:
     -----
     The output has the shape of the input, 0-d included.
     """
-    return _elementwise(tanh_flat, x)
+    return _elementwise(tanh_flat, "tanh", x, workspace=workspace)
 
 
-def tanh_backward(grad_output: np.ndarray, y: np.ndarray) -> np.ndarray:
+def tanh_backward(
+    grad_output: np.ndarray, y: np.ndarray, *, workspace: Workspace | None = None
+) -> np.ndarray:
     """Gradient of a loss with respect to the input of :func:`tanh`.
 
     Parameters
@@ -203,9 +266,15 @@ def tanh_backward(grad_output: np.ndarray, y: np.ndarray) -> np.ndarray:
     y : numpy.ndarray, shape (...), float32 or float64
         The output of the forward pass, ``tanh(x)``.
 
+    workspace : Workspace, optional
+        Buffers to reuse instead of allocating; the array returned is then a view
+        of it, overwritten by the next call (see :class:`Workspace`).
+
     Returns
     -------
     numpy.ndarray, shape (...), dtype of ``y``
         ``grad_output * (1 - y**2)``.
     """
-    return _elementwise_backward(tanh_backward_flat, grad_output, y, "y")
+    return _elementwise_backward(
+        tanh_backward_flat, "tanh", grad_output, y, "y", workspace=workspace
+    )

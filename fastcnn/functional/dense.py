@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from fastcnn._validation import check_array, check_same_dtype
+from fastcnn.functional._workspace import Workspace, check_workspace, take
 from fastcnn.kernels.dense import add_bias_rows, sum_rows_into
 
 
@@ -30,12 +31,16 @@ class LinearContext:
         Whether the forward pass added a bias.
     input_shape : tuple of int
         The shape of the input as given, ``(..., in_features)``.
+    workspace : Workspace or None
+        The forward's workspace, which the backward pass also takes its arrays
+        from.
     """
 
     x: np.ndarray
     weight: np.ndarray
     has_bias: bool
     input_shape: tuple[int, ...]
+    workspace: Workspace | None = None
 
 
 def _check_linear_args(
@@ -67,7 +72,11 @@ def _check_linear_args(
 
 
 def linear_forward(
-    x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None = None
+    x: np.ndarray,
+    weight: np.ndarray,
+    bias: np.ndarray | None = None,
+    *,
+    workspace: Workspace | None = None,
 ) -> tuple[np.ndarray, LinearContext]:
     """Compute ``x @ weight.T + bias`` and keep what :func:`linear_backward` needs.
 
@@ -79,6 +88,9 @@ def linear_forward(
         Same dtype as ``x``.
     bias : numpy.ndarray, shape (out_features,), optional
         Same dtype as ``x``.
+    workspace : Workspace, optional
+        Buffers to reuse instead of allocating; the arrays returned are then views
+        of it, overwritten by the next call (see :class:`Workspace`).
 
     Returns
     -------
@@ -93,20 +105,27 @@ def linear_forward(
     The output shape is ``x.shape[:-1] + (out_features,)``.
     """
     x, weight, bias = _check_linear_args(x, weight, bias)
+    workspace = check_workspace(workspace)
     out_features, in_features = weight.shape
     # The row count is explicit: reshape(-1, 0) is ambiguous for in_features == 0.
-    x2d = x.reshape(math.prod(x.shape[:-1]), in_features)
+    rows = math.prod(x.shape[:-1])
+    x2d = x.reshape(rows, in_features)
 
-    y = np.matmul(x2d, weight.T)
+    y = take(workspace, "linear.y", (rows, out_features), x.dtype)
+    np.matmul(x2d, weight.T, out=y)
     if bias is not None:
         add_bias_rows(y, bias)
 
-    ctx = LinearContext(x2d, weight, bias is not None, x.shape)
+    ctx = LinearContext(x2d, weight, bias is not None, x.shape, workspace)
     return y.reshape((*x.shape[:-1], out_features)), ctx
 
 
 def linear(
-    x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None = None
+    x: np.ndarray,
+    weight: np.ndarray,
+    bias: np.ndarray | None = None,
+    *,
+    workspace: Workspace | None = None,
 ) -> np.ndarray:
     """Dense layer ``y = x @ weight.T + bias``, as ``torch.nn.functional.linear``.
 
@@ -118,6 +137,9 @@ def linear(
         Same dtype as ``x``.
     bias : numpy.ndarray, shape (out_features,), optional
         Same dtype as ``x``.
+    workspace : Workspace, optional
+        Buffers to reuse instead of allocating; the array returned is then a view
+        of it, overwritten by the next call (see :class:`Workspace`).
 
     Returns
     -------
@@ -127,12 +149,12 @@ def linear(
     -----
     The output shape is ``x.shape[:-1] + (out_features,)``.
     """
-    return linear_forward(x, weight, bias)[0]
+    return linear_forward(x, weight, bias, workspace=workspace)[0]
 
 
 def linear_backward(
-    grad_output: np.ndarray, ctx: LinearContext
-) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    grad_output: np.ndarray, ctx: LinearContext, *, input_gradient: bool = True
+) -> tuple[np.ndarray | None, np.ndarray, np.ndarray | None]:
     """Gradients of a loss with respect to the input, weight and bias of a linear.
 
     Parameters
@@ -141,12 +163,17 @@ def linear_backward(
         Gradient with respect to the output of :func:`linear_forward`, with the
         output's shape and dtype.
     ctx : LinearContext
-        The context returned by :func:`linear_forward`.
+        The context returned by :func:`linear_forward`. When the forward had a
+        workspace, the gradients are taken from it too.
+    input_gradient : bool, default True
+        Whether to compute ``grad_input``; the first layer of a network does not
+        need it.
 
     Returns
     -------
-    grad_input : numpy.ndarray, shape (..., in_features)
-        ``grad_output @ weight``, the shape of the forward input.
+    grad_input : numpy.ndarray, shape (..., in_features), or None
+        ``grad_output @ weight``, the shape of the forward input; None when
+        ``input_gradient`` is False.
     grad_weight : numpy.ndarray, shape (out_features, in_features)
         ``grad_output^T @ x`` summed over every leading axis.
     grad_bias : numpy.ndarray, shape (out_features,), or None
@@ -170,10 +197,19 @@ def linear_backward(
         )
     g2d = grad_output.reshape(math.prod(grad_output.shape[:-1]), out_features)
 
-    grad_input = np.matmul(g2d, ctx.weight).reshape(ctx.input_shape)
-    grad_weight = np.matmul(g2d.T, ctx.x)
+    workspace, dtype = ctx.workspace, grad_output.dtype
+
+    grad_input = None
+    if input_gradient:
+        grad_input = take(
+            workspace, "linear.grad_input", (len(g2d), ctx.x.shape[1]), dtype
+        )
+        np.matmul(g2d, ctx.weight, out=grad_input)
+        grad_input = grad_input.reshape(ctx.input_shape)
+    grad_weight = take(workspace, "linear.grad_weight", ctx.weight.shape, dtype)
+    np.matmul(g2d.T, ctx.x, out=grad_weight)
     grad_bias = None
     if ctx.has_bias:
-        grad_bias = np.empty(out_features, dtype=grad_output.dtype)
+        grad_bias = take(workspace, "linear.grad_bias", (out_features,), dtype)
         sum_rows_into(g2d, grad_bias)
     return grad_input, grad_weight, grad_bias

@@ -148,21 +148,28 @@ def parametrised_backward(
     output_gradient: Any,
     learning_rate: Any,
     functional_backward: Callable,
-) -> np.ndarray:
+    input_gradient: Any = True,
+) -> np.ndarray | None:
     """The backward pass of a layer with ``weight`` and an optional ``bias``.
 
-    Checks the call, runs ``functional_backward(grad, ctx) -> (grad_input,
-    grad_weight, grad_bias or None)``, fills ``layer.grads``, takes the SGD step
-    when ``learning_rate`` is given and returns the input gradient (unbatched
-    again when the forward input was).
+    Checks the call, runs ``functional_backward(grad, ctx, input_gradient=...)
+    -> (grad_input or None, grad_weight, grad_bias or None)``, fills
+    ``layer.grads``, takes the SGD step when ``learning_rate`` is given and
+    returns the input gradient (unbatched again when the forward input was), or
+    None when ``input_gradient`` is False.
     """
     state = require_state(layer, state)
     learning_rate = check_learning_rate(learning_rate)
+    input_gradient = check_flag(input_gradient, "input_gradient")
     grad = check_output_gradient(output_gradient, state)
 
-    grad_input, grad_weight, grad_bias = functional_backward(grad, state.ctx)
+    grad_input, grad_weight, grad_bias = functional_backward(
+        grad, state.ctx, input_gradient=input_gradient
+    )
     layer.grads = {"weight": grad_weight}
     if grad_bias is not None:
         layer.grads["bias"] = grad_bias
     layer._apply_sgd(learning_rate)
+    if grad_input is None:
+        return None
     return grad_input[0] if state.unbatched else grad_input

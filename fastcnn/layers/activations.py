@@ -77,10 +77,10 @@ class ReLU(_Activation):
     """
 
     def _apply(self, x: np.ndarray) -> np.ndarray:
-        return relu(x)
+        return relu(x, workspace=self.workspace)
 
     def _derive(self, grad: np.ndarray, saved: np.ndarray) -> np.ndarray:
-        return relu_backward(grad, saved)
+        return relu_backward(grad, saved, workspace=self.workspace)
 
 
 class LeakyReLU(_Activation):
@@ -101,10 +101,12 @@ class LeakyReLU(_Activation):
         self.negative_slope = check_real(negative_slope, "negative_slope")
 
     def _apply(self, x: np.ndarray) -> np.ndarray:
-        return leaky_relu(x, self.negative_slope)
+        return leaky_relu(x, self.negative_slope, workspace=self.workspace)
 
     def _derive(self, grad: np.ndarray, saved: np.ndarray) -> np.ndarray:
-        return leaky_relu_backward(grad, saved, self.negative_slope)
+        return leaky_relu_backward(
+            grad, saved, self.negative_slope, workspace=self.workspace
+        )
 
     def get_config(self) -> dict[str, Any]:
         """Return the constructor arguments as JSON values."""
@@ -123,10 +125,10 @@ class Sigmoid(_Activation):
     _keeps_output = True
 
     def _apply(self, x: np.ndarray) -> np.ndarray:
-        return sigmoid(x)
+        return sigmoid(x, workspace=self.workspace)
 
     def _derive(self, grad: np.ndarray, saved: np.ndarray) -> np.ndarray:
-        return sigmoid_backward(grad, saved)
+        return sigmoid_backward(grad, saved, workspace=self.workspace)
 
 
 class Tanh(_Activation):
@@ -141,7 +143,7 @@ class Tanh(_Activation):
     _keeps_output = True
 
     def _apply(self, x: np.ndarray) -> np.ndarray:
-        return tanh(x)
+        return tanh(x, workspace=self.workspace)
 
     def _derive(self, grad: np.ndarray, saved: np.ndarray) -> np.ndarray:
-        return tanh_backward(grad, saved)
+        return tanh_backward(grad, saved, workspace=self.workspace)

@@ -6,6 +6,8 @@ from typing import Any
 
 import numpy as np
 
+from fastcnn.functional._workspace import Workspace
+
 _REFUSED_KINDS = {
     "c": "complex",
     "O": "object",
@@ -74,12 +76,20 @@ class Layer:
         The gradients of the last ``backward`` call, keyed like ``params``.
     training : bool
         Whether the layer is in training mode (``Dropout`` uses it).
+    workspace : Workspace or None
+        Buffers the layer reuses from call to call for its outputs, gradients
+        and scratch arrays; None (the default for a layer on its own) means
+        fresh arrays on every call. :class:`~fastcnn.models.Sequential` gives
+        each of its layers one. With a workspace, what ``forward`` and
+        ``backward`` return is overwritten by the layer's next call: copy what
+        you keep.
     """
 
     def __init__(self) -> None:
         self.params: dict[str, np.ndarray] = {}
         self.grads: dict[str, np.ndarray] = {}
         self.training = True
+        self.workspace: Workspace | None = None
 
     def forward(self, input: np.ndarray) -> np.ndarray:
         """Compute the layer's output and keep what ``backward`` needs."""

@@ -206,11 +206,24 @@ class Conv2D(Layer):
         return y
 
     def backward(
-        self, output_gradient: np.ndarray, learning_rate: float | None = None
-    ) -> np.ndarray:
-        """Return the input gradient; fill ``grads``; SGD step if ``learning_rate``."""
+        self,
+        output_gradient: np.ndarray,
+        learning_rate: float | None = None,
+        *,
+        input_gradient: bool = True,
+    ) -> np.ndarray | None:
+        """Return the input gradient; fill ``grads``; SGD step if ``learning_rate``.
+
+        With ``input_gradient=False`` the input gradient is not computed and
+        None is returned (the first layer of a network does not need it).
+        """
         return parametrised_backward(
-            self, self._state, output_gradient, learning_rate, conv2d_backward
+            self,
+            self._state,
+            output_gradient,
+            learning_rate,
+            _conv2d_backward,
+            input_gradient,
         )
 
     def get_config(self) -> dict[str, Any]:
@@ -227,3 +240,8 @@ class Conv2D(Layer):
             "bias": self.bias is not None,
             "dtype": self.dtype.name,
         }
+
+
+def _conv2d_backward(grad, ctx, input_gradient):
+    grad_input, grad_weight, grad_bias = conv2d_backward(grad, ctx)
+    return (grad_input if input_gradient else None), grad_weight, grad_bias

@@ -116,18 +116,31 @@ class Dense(Layer):
         if unbatched:
             x = x[np.newaxis]
 
-        y, ctx = linear_forward(x, self.weight, self.bias)
+        y, ctx = linear_forward(x, self.weight, self.bias, workspace=self.workspace)
         if unbatched:
             y = y[0]
         self._state = LayerState(ctx, y.shape, y.dtype, unbatched)
         return y
 
     def backward(
-        self, output_gradient: np.ndarray, learning_rate: float | None = None
-    ) -> np.ndarray:
-        """Return the input gradient; fill ``grads``; SGD step if ``learning_rate``."""
+        self,
+        output_gradient: np.ndarray,
+        learning_rate: float | None = None,
+        *,
+        input_gradient: bool = True,
+    ) -> np.ndarray | None:
+        """Return the input gradient; fill ``grads``; SGD step if ``learning_rate``.
+
+        With ``input_gradient=False`` the input gradient is not computed and
+        None is returned (the first layer of a network does not need it).
+        """
         return parametrised_backward(
-            self, self._state, output_gradient, learning_rate, linear_backward
+            self,
+            self._state,
+            output_gradient,
+            learning_rate,
+            linear_backward,
+            input_gradient,
         )
 
     def get_config(self) -> dict[str, Any]:

@@ -7,6 +7,7 @@ from typing import Any
 import numpy as np
 
 from fastcnn._validation import check_real
+from fastcnn.functional._workspace import take
 from fastcnn.layers._common import (
     LayerState,
     check_learning_rate,
@@ -47,7 +48,9 @@ class Normalize(Layer):
         """Return ``(input - mean) / std``."""
         x = as_layer_input(input, "input", None)
         scale = x.dtype.type(1.0 / self.std)
-        y = (x - x.dtype.type(self.mean)) * scale
+        y = take(self.workspace, "normalize.y", x.shape, x.dtype)
+        np.subtract(x, x.dtype.type(self.mean), out=y)
+        np.multiply(y, scale, out=y)
         self._state = LayerState(scale, y.shape, y.dtype, unbatched=False)
         return y
 
@@ -58,7 +61,10 @@ class Normalize(Layer):
         state = require_state(self, self._state)
         check_learning_rate(learning_rate)
         grad = check_output_gradient(output_gradient, state)
-        return grad * state.ctx
+        grad_input = take(
+            self.workspace, "normalize.grad_input", grad.shape, grad.dtype
+        )
+        return np.multiply(grad, state.ctx, out=grad_input)
 
     def get_config(self) -> dict[str, Any]:
         return {"mean": self.mean, "std": self.std}

@@ -1,0 +1,196 @@
+"""Buffers reused from call to call: functional.Workspace, layers and Sequential."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import assert_close
+
+import fastcnn
+from fastcnn import functional as F
+from fastcnn.functional import Workspace
+
+
+def test_take_reuses_the_buffer_and_grows_only_when_needed():
+    ws = Workspace()
+    first = ws.take("a", (4, 5), np.float32)
+    again = ws.take("a", (4, 5), np.float32)
+    smaller = ws.take("a", (2, 3), np.float32)
+    assert np.shares_memory(first, again)
+    assert np.shares_memory(first, smaller)
+    assert smaller.flags.c_contiguous and smaller.shape == (2, 3)
+    assert ws.nbytes == 4 * 5 * 4
+
+    larger = ws.take("a", (10, 10), np.float32)
+    assert not np.shares_memory(first, larger)
+    assert ws.nbytes == 100 * 4
+
+    other_dtype = ws.take("a", (10, 10), np.float64)
+    assert other_dtype.dtype == np.float64
+    assert ws.nbytes == 100 * 8
+
+
+def test_names_keep_separate_buffers_and_clear_drops_them():
+    ws = Workspace()
+    a = ws.take("a", (8,), np.float64)
+    b = ws.take("b", (8,), np.float64)
+    assert not np.shares_memory(a, b)
+    ws.clear()
+    assert ws.nbytes == 0
+    assert not np.shares_memory(a, ws.take("a", (8,), np.float64))
+
+
+ELEMENTWISE = [
+    (F.relu, F.relu_backward, False),
+    (F.leaky_relu, F.leaky_relu_backward, False),
+    (F.sigmoid, F.sigmoid_backward, True),
+    (F.tanh, F.tanh_backward, True),
+]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize(("forward", "backward", "from_output"), ELEMENTWISE)
+def test_activations_with_a_workspace_match_and_allocate_once(
+    rng, dtype, forward, backward, from_output
+):
+    x = rng.standard_normal((6, 3, 5, 5)).astype(dtype)
+    g = rng.standard_normal(x.shape).astype(dtype)
+    expected_y = forward(x)
+    expected_g = backward(g, expected_y if from_output else x)
+
+    ws = Workspace()
+    y = forward(x, workspace=ws)
+    grad = backward(g, y if from_output else x, workspace=ws)
+    assert_close(y, expected_y, dtype=dtype, scale=0.0)
+    assert_close(grad, expected_g, dtype=dtype, scale=0.0)
+    assert not np.shares_memory(y, grad)
+
+    held = ws.nbytes
+    y2 = forward(x, workspace=ws)
+    assert np.shares_memory(y, y2)
+    assert ws.nbytes == held
+
+    # A smaller batch uses the leading part of the same buffers.
+    y3 = forward(x[:2], workspace=ws)
+    assert np.shares_memory(y, y3)
+    np.testing.assert_array_equal(y3, expected_y[:2])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_linear_with_a_workspace_matches_and_allocates_once(rng, dtype):
+    x = rng.standard_normal((7, 12)).astype(dtype)
+    weight = rng.standard_normal((5, 12)).astype(dtype)
+    bias = rng.standard_normal(5).astype(dtype)
+    g = rng.standard_normal((7, 5)).astype(dtype)
+    y0, ctx0 = F.linear_forward(x, weight, bias)
+    expected = F.linear_backward(g, ctx0)
+
+    ws = Workspace()
+    y, ctx = F.linear_forward(x, weight, bias, workspace=ws)
+    grads = F.linear_backward(g, ctx)
+    np.testing.assert_array_equal(y, y0)
+    for got, want in zip(grads, expected, strict=True):
+        np.testing.assert_array_equal(got, want)
+
+    held = ws.nbytes
+    y2, ctx2 = F.linear_forward(x, weight, bias, workspace=ws)
+    grads2 = F.linear_backward(g, ctx2)
+    assert ws.nbytes == held
+    assert np.shares_memory(y, y2)
+    assert all(np.shares_memory(a, b) for a, b in zip(grads, grads2, strict=True))
+
+
+def test_linear_backward_can_skip_the_input_gradient(rng):
+    x = rng.standard_normal((4, 6))
+    weight = rng.standard_normal((3, 6))
+    g = rng.standard_normal((4, 3))
+    _, ctx = F.linear_forward(x, weight, None)
+    grad_input, grad_weight, grad_bias = F.linear_backward(g, ctx, input_gradient=False)
+    assert grad_input is None and grad_bias is None
+    np.testing.assert_array_equal(grad_weight, F.linear_backward(g, ctx)[1])
+
+
+@pytest.mark.parametrize("op", [F.relu, F.sigmoid, F.tanh, F.linear])
+def test_a_workspace_of_the_wrong_type_is_refused(op):
+    x = np.ones((2, 3))
+    args = (x, np.ones((4, 3))) if op is F.linear else (x,)
+    with pytest.raises(TypeError, match=r"workspace must be a fastcnn\.functional"):
+        op(*args, workspace={})
+
+
+# ---------------------------------------------------------------- layers, models
+
+
+def _lenet(batch_rng=0):
+    return fastcnn.lenet(rng=batch_rng, normalize=(0.1, 0.3))
+
+
+def test_layers_alone_allocate_fresh_outputs_and_sequential_gives_workspaces():
+    layer = fastcnn.layers.ReLU()
+    assert layer.workspace is None
+    x = np.ones((2, 3), dtype=np.float32)
+    assert not np.shares_memory(layer.forward(x), layer.forward(x))
+
+    model = _lenet()
+    assert all(isinstance(layer.workspace, Workspace) for layer in model.layers)
+    assert len({id(layer.workspace) for layer in model.layers}) == len(model.layers)
+
+
+def test_sequential_returns_arrays_that_later_calls_do_not_overwrite(rng):
+    model = _lenet()
+    a = rng.standard_normal((5, 1, 28, 28)).astype(np.float32)
+    b = rng.standard_normal((5, 1, 28, 28)).astype(np.float32)
+    out_a = model.forward(a)
+    kept = out_a.copy()
+    grad_a = model.backward(np.ones_like(out_a))
+    kept_grad = grad_a.copy()
+
+    out_b = model.forward(b)
+    model.backward(np.ones_like(out_b))
+    np.testing.assert_array_equal(out_a, kept)
+    np.testing.assert_array_equal(grad_a, kept_grad)
+    assert not np.array_equal(out_a, out_b)
+
+
+def test_backward_without_input_gradient_gives_the_same_parameter_gradients(rng):
+    x = rng.standard_normal((6, 1, 28, 28)).astype(np.float32)
+    g = rng.standard_normal((6, 10)).astype(np.float32)
+    full, skipping = _lenet(), _lenet()
+
+    full.forward(x)
+    grad_input = full.backward(g)
+    skipping.forward(x)
+    assert skipping.backward(g, input_gradient=False) is None
+
+    assert grad_input.shape == x.shape
+    assert full.grads.keys() == skipping.grads.keys()
+    for key, value in full.grads.items():
+        np.testing.assert_array_equal(skipping.grads[key], value, err_msg=key)
+
+
+def test_backward_without_input_gradient_skips_leading_parameterless_layers(rng):
+    model = _lenet()
+    normalize = model.layers[0]
+    assert not normalize.params
+    calls = []
+    original = normalize.backward
+
+    def spy(*args, **kwargs):
+        calls.append(args)
+        return original(*args, **kwargs)
+
+    normalize.backward = spy
+    out = model.forward(rng.standard_normal((2, 1, 28, 28)).astype(np.float32))
+    model.backward(np.ones_like(out), input_gradient=False)
+    assert calls == []
+    model.backward(np.ones_like(out))
+    assert len(calls) == 1
+
+
+def test_predict_keeps_every_batch(rng):
+    model = _lenet()
+    x = rng.standard_normal((10, 1, 28, 28)).astype(np.float32)
+    in_batches = model.predict(x, batch_size=3)
+    at_once = model.predict(x, batch_size=10)
+    assert_close(in_batches, at_once, dtype=np.float32)
+    assert not np.array_equal(in_batches[0], in_batches[3])
