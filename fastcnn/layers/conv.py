@@ -199,6 +199,7 @@ class Conv2D(Layer):
             padding=self.padding,
             dilation=self.dilation,
             groups=self.groups,
+            workspace=self.workspace,
         )
         if unbatched:
             y = y[0]
