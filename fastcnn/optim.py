@@ -20,7 +20,11 @@ from typing import Any
 import numpy as np
 
 from fastcnn._validation import check_real
+from fastcnn.kernels.optim import sgd_step
 from fastcnn.layers.base import Layer
+
+# The momentum buffer the SGD kernel is given when there is no momentum.
+_NO_BUFFER = {np.dtype(t): np.empty(0, dtype=t) for t in (np.float32, np.float64)}
 
 __all__ = ["SGD", "Adam", "Optimizer"]
 
@@ -338,24 +342,33 @@ class SGD(Optimizer):
 
     def _update(self, key: str, param: np.ndarray, grad: np.ndarray) -> None:
         scalar = param.dtype.type
-        if self.weight_decay != 0.0:
-            grad = grad + scalar(self.weight_decay) * param
-
+        first = False
+        buf = _NO_BUFFER.get(param.dtype)
         if self.momentum != 0.0:
             entry = self.state.get(key)
-            if entry is None:
-                buf = grad.copy()
-                self.state[key] = {"momentum_buffer": buf}
-            else:
-                buf = entry["momentum_buffer"]
-                buf *= scalar(self.momentum)
-                buf += scalar(1.0 - self.dampening) * grad
-            if self.nesterov:
-                grad = grad + scalar(self.momentum) * buf
-            else:
-                grad = buf
+            first = entry is None
+            if first:
+                entry = {"momentum_buffer": np.empty_like(param)}
+                self.state[key] = entry
+            buf = entry["momentum_buffer"]
 
-        param -= scalar(self.lr) * grad
+        # The kernel works on flat views; a parameter that is not C-contiguous
+        # (never one of fastcnn's layers) is updated through a copy.
+        contiguous = param.flags.c_contiguous
+        flat = param.reshape(-1) if contiguous else param.flatten()
+        sgd_step(
+            flat,
+            np.ascontiguousarray(grad).reshape(-1),
+            buf.reshape(-1),
+            scalar(self.lr),
+            scalar(self.momentum),
+            scalar(self.dampening),
+            scalar(self.weight_decay),
+            self.nesterov,
+            first,
+        )
+        if not contiguous:
+            param[...] = flat.reshape(param.shape)
 
 
 class Adam(Optimizer):

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import assert_close
 
 from fastcnn.layers.base import Layer
 from fastcnn.optim import SGD, Adam
+from fastcnn.reference.optim import sgd_step
 
 
 class ParamLayer(Layer):
@@ -345,3 +347,45 @@ def test_gradient_of_wrong_shape(rng):
         ValueError, match=r"layer0.w must be an array of shape \(2, 3\)"
     ):
         SGD([layer], lr=0.1).step()
+
+
+# ------------------------------------------------------------ the SGD kernel
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("kwargs", SGD_CASES)
+def test_sgd_kernel_matches_the_reference_over_steps(rng, dtype, kwargs):
+    layers = make_layers(rng, dtype)
+    steps = gradient_sequence(rng, layers, steps=4)
+    expected = [
+        {k: v.astype(np.float64) for k, v in ly.params.items()} for ly in layers
+    ]
+    buffers: list[dict] = [{} for _ in layers]
+    hyper = {"momentum": 0.0, **kwargs}
+    for grads in steps:
+        for i, layer_grads in enumerate(grads):
+            for name, grad in layer_grads.items():
+                expected[i][name], buffers[i][name] = sgd_step(
+                    expected[i][name], grad, buffers[i].get(name), **hyper
+                )
+    run_fastcnn(layers, SGD(layers, **kwargs), steps)
+
+    for layer, want in zip(layers, expected, strict=True):
+        for name, param in layer.params.items():
+            assert param.dtype == dtype
+            assert_close(param, want[name].astype(dtype), dtype=dtype)
+
+
+def test_sgd_updates_a_parameter_that_is_not_contiguous(rng):
+    layers = make_layers(rng)
+    layer = layers[0]
+    name = next(iter(layer.params))
+    strided = np.asfortranarray(layer.params[name])
+    if strided.ndim < 2:
+        pytest.skip("needs a parameter of at least two dimensions")
+    layer.params[name] = strided
+    before = strided.copy()
+    grad = rng.standard_normal(strided.shape)
+    layer.grads = {name: grad}
+    SGD(layers, lr=0.5).step()
+    np.testing.assert_allclose(layer.params[name], before - 0.5 * grad, rtol=1e-15)
