@@ -24,6 +24,7 @@ from fastcnn._validation import (
     check_real,
     check_same_dtype,
 )
+from fastcnn.functional._workspace import Workspace, check_workspace, take
 from fastcnn.kernels.softmax import (
     cross_entropy_index_rows,
     cross_entropy_prob_rows,
@@ -34,6 +35,9 @@ from fastcnn.kernels.softmax import (
 )
 
 REDUCTIONS = ("mean", "sum", "none")
+
+# The kernels' gradient factor when no gradient is wanted.
+_EMPTY = {np.dtype(d): np.empty(0, dtype=d) for d in (np.float32, np.float64)}
 
 
 def _check_axis(axis: Any, ndim: int) -> int:
@@ -53,25 +57,42 @@ def _check_at_least_1d(x: Any, name: str) -> np.ndarray:
     return checked
 
 
-def _along_rows(kernel, axis: int, *arrays: np.ndarray) -> np.ndarray:
-    """Run a row kernel on ``arrays`` with ``axis`` moved last; return its output."""
+def _along_rows(
+    kernel, axis: int, name: str, workspace: Workspace | None, *arrays: np.ndarray
+) -> np.ndarray:
+    """Run a row kernel on ``arrays`` with ``axis`` moved last; return its output.
+
+    Arrays are taken from ``workspace`` under ``"<name>.<array>"``.
+    """
     first = arrays[0]
+    shape, dtype = first.shape, first.dtype
     if first.size == 0:
-        return np.empty_like(first)
+        return take(workspace, f"{name}.out", shape, dtype)
     last = first.ndim - 1
     if axis != last:
-        arrays = tuple(np.ascontiguousarray(np.moveaxis(a, axis, -1)) for a in arrays)
+        moved = []
+        for index, a in enumerate(arrays):
+            view = np.moveaxis(a, axis, -1)
+            copy = take(workspace, f"{name}.moved{index}", view.shape, dtype)
+            copy[...] = view
+            moved.append(copy)
+        arrays = tuple(moved)
     k = arrays[0].shape[-1]
     rows = tuple(a.reshape(-1, k) for a in arrays)
-    out = np.empty_like(rows[0])
+    out_name = f"{name}.out_moved" if axis != last else f"{name}.out"
+    out = take(workspace, out_name, rows[0].shape, dtype)
     kernel(*rows, out)
     out = out.reshape(arrays[0].shape)
     if axis != last:
-        out = np.ascontiguousarray(np.moveaxis(out, -1, axis))
+        result = take(workspace, f"{name}.out", shape, dtype)
+        result[...] = np.moveaxis(out, -1, axis)
+        out = result
     return out
 
 
-def softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:
+def softmax(
+    x: np.ndarray, axis: int = -1, *, workspace: Workspace | None = None
+) -> np.ndarray:
     """Softmax of ``x`` along ``axis``.
 
     Parameters
@@ -80,6 +101,9 @@ def softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:
         Input scores.
     axis : int, default -1
         The axis to normalise along.
+    workspace : Workspace, optional
+        Buffers to reuse instead of allocating; the arrays returned are then views
+        of it, overwritten by the next call (see Workspace).
 
     Returns
     -------
@@ -93,10 +117,14 @@ def softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:
     PyTorch); ``-inf`` elsewhere gives probability 0; NaN propagates to its slice.
     """
     x = _check_at_least_1d(x, "x")
-    return _along_rows(softmax_rows, _check_axis(axis, x.ndim), x)
+    axis = _check_axis(axis, x.ndim)
+    workspace = check_workspace(workspace)
+    return _along_rows(softmax_rows, axis, "softmax", workspace, x)
 
 
-def log_softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:
+def log_softmax(
+    x: np.ndarray, axis: int = -1, *, workspace: Workspace | None = None
+) -> np.ndarray:
     """Logarithm of the softmax of ``x`` along ``axis``, computed without ``log(exp)``.
 
     Parameters
@@ -105,6 +133,9 @@ def log_softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:
         Input scores.
     axis : int, default -1
         The axis to normalise along.
+    workspace : Workspace, optional
+        Buffers to reuse instead of allocating; the arrays returned are then views
+        of it, overwritten by the next call (see Workspace).
 
     Returns
     -------
@@ -118,7 +149,9 @@ def log_softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:
     of all ``-inf`` gives NaN (as in PyTorch).
     """
     x = _check_at_least_1d(x, "x")
-    return _along_rows(log_softmax_rows, _check_axis(axis, x.ndim), x)
+    axis = _check_axis(axis, x.ndim)
+    workspace = check_workspace(workspace)
+    return _along_rows(log_softmax_rows, axis, "log_softmax", workspace, x)
 
 
 def _check_backward_pair(
@@ -136,7 +169,11 @@ def _check_backward_pair(
 
 
 def softmax_backward(
-    grad_output: np.ndarray, y: np.ndarray, axis: int = -1
+    grad_output: np.ndarray,
+    y: np.ndarray,
+    axis: int = -1,
+    *,
+    workspace: Workspace | None = None,
 ) -> np.ndarray:
     """Gradient of a loss with respect to the input of :func:`softmax`.
 
@@ -148,6 +185,9 @@ def softmax_backward(
         The output of ``softmax(x, axis)``.
     axis : int, default -1
         The axis the forward pass normalised along.
+    workspace : Workspace, optional
+        Buffers to reuse instead of allocating; the arrays returned are then views
+        of it, overwritten by the next call (see Workspace).
 
     Returns
     -------
@@ -155,11 +195,19 @@ def softmax_backward(
         ``y * (grad_output - sum(grad_output * y))``, the sum along ``axis``.
     """
     grad_output, y = _check_backward_pair(grad_output, y, "y")
-    return _along_rows(softmax_backward_rows, _check_axis(axis, y.ndim), grad_output, y)
+    axis = _check_axis(axis, y.ndim)
+    workspace = check_workspace(workspace)
+    return _along_rows(
+        softmax_backward_rows, axis, "softmax_backward", workspace, grad_output, y
+    )
 
 
 def log_softmax_backward(
-    grad_output: np.ndarray, y_log: np.ndarray, axis: int = -1
+    grad_output: np.ndarray,
+    y_log: np.ndarray,
+    axis: int = -1,
+    *,
+    workspace: Workspace | None = None,
 ) -> np.ndarray:
     """Gradient of a loss with respect to the input of :func:`log_softmax`.
 
@@ -171,6 +219,9 @@ def log_softmax_backward(
         The output of ``log_softmax(x, axis)``.
     axis : int, default -1
         The axis the forward pass normalised along.
+    workspace : Workspace, optional
+        Buffers to reuse instead of allocating; the arrays returned are then views
+        of it, overwritten by the next call (see Workspace).
 
     Returns
     -------
@@ -178,8 +229,15 @@ def log_softmax_backward(
         ``grad_output - exp(y_log) * sum(grad_output)``, the sum along ``axis``.
     """
     grad_output, y_log = _check_backward_pair(grad_output, y_log, "y_log")
+    axis = _check_axis(axis, y_log.ndim)
+    workspace = check_workspace(workspace)
     return _along_rows(
-        log_softmax_backward_rows, _check_axis(axis, y_log.ndim), grad_output, y_log
+        log_softmax_backward_rows,
+        axis,
+        "log_softmax_backward",
+        workspace,
+        grad_output,
+        y_log,
     )
 
 
@@ -217,7 +275,7 @@ def _check_target(target: Any, logits: np.ndarray) -> tuple[bool, np.ndarray]:
                 raise ValueError(
                     f"target must hold class indices in [0, {k}), got {bad}"
                 )
-        return True, np.ascontiguousarray(target, dtype=np.int64).reshape(n)
+        return True, target.reshape(n)
     if kind == "f":
         if target.dtype != logits.dtype:
             raise TypeError(
@@ -238,9 +296,18 @@ def _check_target(target: Any, logits: np.ndarray) -> tuple[bool, np.ndarray]:
 
 
 def _grad_scale(
-    grad_output: Any, reduction: str, logits: np.ndarray, n: int
+    grad_output: Any,
+    reduction: str,
+    logits: np.ndarray,
+    n: int,
+    name: str,
+    workspace: Workspace | None,
 ) -> np.ndarray:
-    """Per-row factor of the gradient: ``grad_output``, divided by n for "mean"."""
+    """Factor of the gradient: ``grad_output``, divided by n for "mean".
+
+    Shape ``(n,)`` for a per-row ``grad_output``, else ``(1,)`` (one factor that
+    the kernels apply to every row).
+    """
     dtype = logits.dtype
     if isinstance(grad_output, np.ndarray):
         # check_array's copy of a 0-d array is 1-d: keep the original shape.
@@ -254,11 +321,14 @@ def _grad_scale(
                 f"grad_output must have shape {want} for reduction={reduction!r} "
                 f"and logits of shape {logits.shape}, got {shape}"
             )
-        scale = np.broadcast_to(grad_output, (n,)).astype(dtype)
+        values = grad_output.reshape(-1)
     else:
-        scale = np.full(n, check_real(grad_output, "grad_output"), dtype=dtype)
+        values = dtype.type(check_real(grad_output, "grad_output"))
+    size = 1 if np.ndim(values) == 0 else n
+    scale = take(workspace, f"{name}.grad_scale", (size,), dtype)
+    scale[...] = values
     if reduction == "mean" and n > 0:
-        scale = (scale / dtype.type(n)).astype(dtype)
+        np.divide(scale, dtype.type(n), out=scale)
     return scale
 
 
@@ -270,23 +340,31 @@ def _cross_entropy(
     grad_output: Any,
     want_loss: bool,
     want_grad: bool,
+    name: str,
+    workspace: Workspace | None,
 ) -> tuple[np.ndarray | None, np.ndarray | None]:
     logits = _check_logits(logits)
     is_index, target = _check_target(target, logits)
     reduction = check_choice(reduction, "reduction", REDUCTIONS)
     smoothing = check_real(label_smoothing, "label_smoothing", low=0.0, high=1.0)
+    workspace = check_workspace(workspace)
     unbatched = logits.ndim == 1
     rows = logits.reshape(1, -1) if unbatched else logits
     n, k = rows.shape
     dtype = logits.dtype
     if want_grad:
-        scale = _grad_scale(grad_output, reduction, logits, n)
-        grad = np.empty_like(rows)
+        scale = _grad_scale(grad_output, reduction, logits, n, name, workspace)
+        grad = take(workspace, f"{name}.grad", (n, k), dtype)
     else:
-        scale = np.empty(0, dtype=dtype)
-        grad = np.empty((0, k), dtype=dtype)
+        # The kernels leave the exponentials there.
+        scale = _EMPTY[dtype]
+        grad = take(workspace, f"{name}.exps", (n, k), dtype)
+    if is_index and not (target.dtype == np.int64 and target.flags.c_contiguous):
+        converted = take(workspace, f"{name}.target", (n,), np.int64)
+        converted[...] = target.reshape(n)
+        target = converted
 
-    losses = np.empty(n, dtype=dtype)
+    losses = take(workspace, f"{name}.losses", (n,), dtype)
     kernel = cross_entropy_index_rows if is_index else cross_entropy_prob_rows
     kernel(rows, target, smoothing, scale, want_grad, losses, grad)
 
@@ -310,6 +388,8 @@ def cross_entropy(
     target: np.ndarray | int,
     reduction: str = "mean",
     label_smoothing: float = 0.0,
+    *,
+    workspace: Workspace | None = None,
 ) -> np.ndarray:
     """Softmax cross-entropy between ``logits`` and ``target``, fused and stable.
 
@@ -327,6 +407,9 @@ def cross_entropy(
     label_smoothing : float, default 0.0
         ``eps`` in ``[0, 1]``: the target distribution ``y`` becomes
         ``(1 - eps) * y + eps / k``.
+    workspace : Workspace, optional
+        Buffers to reuse instead of allocating; the arrays returned are then views
+        of it, overwritten by the next call (see Workspace).
 
     Returns
     -------
@@ -345,7 +428,15 @@ def cross_entropy(
     as in PyTorch. Class weights and ``ignore_index`` are not supported.
     """
     loss, _ = _cross_entropy(
-        logits, target, reduction, label_smoothing, 1.0, want_loss=True, want_grad=False
+        logits,
+        target,
+        reduction,
+        label_smoothing,
+        1.0,
+        want_loss=True,
+        want_grad=False,
+        name="cross_entropy",
+        workspace=workspace,
     )
     return loss
 
@@ -356,6 +447,8 @@ def cross_entropy_backward(
     reduction: str = "mean",
     label_smoothing: float = 0.0,
     grad_output: float | np.ndarray = 1.0,
+    *,
+    workspace: Workspace | None = None,
 ) -> np.ndarray:
     """Gradient of :func:`cross_entropy` with respect to ``logits``.
 
@@ -377,6 +470,9 @@ def cross_entropy_backward(
         Gradient of the final objective with respect to the loss: a scalar (or 0-d
         array), or for ``reduction="none"`` an array of shape ``(n,)`` with the
         dtype of ``logits``.
+    workspace : Workspace, optional
+        Buffers to reuse instead of allocating; the arrays returned are then views
+        of it, overwritten by the next call (see Workspace).
 
     Returns
     -------
@@ -395,6 +491,8 @@ def cross_entropy_backward(
         grad_output,
         want_loss=False,
         want_grad=True,
+        name="cross_entropy_backward",
+        workspace=workspace,
     )
     return grad
 
@@ -404,6 +502,8 @@ def cross_entropy_with_grad(
     target: np.ndarray | int,
     reduction: str = "mean",
     label_smoothing: float = 0.0,
+    *,
+    workspace: Workspace | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Cross-entropy and its gradient with respect to ``logits`` in one fused pass.
 
@@ -421,6 +521,9 @@ def cross_entropy_with_grad(
     label_smoothing : float, default 0.0
         ``eps`` in ``[0, 1]``: the target distribution ``y`` becomes
         ``(1 - eps) * y + eps / k``.
+    workspace : Workspace, optional
+        Buffers to reuse instead of allocating; the arrays returned are then views
+        of it, overwritten by the next call (see Workspace).
 
     Returns
     -------
@@ -435,5 +538,13 @@ def cross_entropy_with_grad(
     both the loss and the gradient.
     """
     return _cross_entropy(
-        logits, target, reduction, label_smoothing, 1.0, want_loss=True, want_grad=True
+        logits,
+        target,
+        reduction,
+        label_smoothing,
+        1.0,
+        want_loss=True,
+        want_grad=True,
+        name="cross_entropy_with_grad",
+        workspace=workspace,
     )

@@ -1,19 +1,185 @@
 """Numba kernels for softmax, log-softmax and the fused softmax cross-entropy.
 
-Every kernel works on C-contiguous 2-D arrays of shape ``(rows, k)``, normalising
-along the last axis, and is parallel over rows: each ``prange`` iteration reads and
-writes its own row only, so results do not depend on the number of threads. Each
-row is shifted by its own maximum before ``exp``, never by a batch-wide one.
-Arithmetic is in the arrays' dtype.
+Every row kernel works on C-contiguous 2-D arrays of shape ``(rows, k)``,
+normalising along the last axis, and is parallel over rows: each ``prange``
+iteration reads and writes its own row only, so results do not depend on the
+number of threads. Each row is shifted by its own maximum before ``exp``, never by
+a batch-wide one. Arithmetic is in the arrays' dtype.
+
+The exponentials come from :func:`exp`, written here in plain arithmetic so that
+LLVM vectorises the loops that call it; Numba's ``np.exp`` is a scalar call into
+the C library that no loop around it can vectorise.
 """
 
 from __future__ import annotations
 
 import numpy as np
-from numba import prange
+from numba import prange, types
+from numba.extending import intrinsic, overload
 
-from fastcnn._config import parallel_kernel
+from fastcnn._config import parallel_kernel, serial_kernel
 from fastcnn.kernels._small import serial_below
+
+# ------------------------------------------------------------------------- exp
+
+LOG2E = 1.4426950408889634
+# ln(2) as a sum of two parts, each rounded to the dtype: HI holds the leading 16
+# (float32) or 32 (float64) bits, LO the rest.
+LN2_HI_32 = 6.9313812256e-01
+LN2_LO_32 = 9.0580006145e-06
+LN2_HI_64 = 6.93147180369123816490e-01
+LN2_LO_64 = 1.90821492927058770002e-10
+
+
+def _bitcast_intrinsic(source, result):
+    """An intrinsic reinterpreting the bits of a ``source`` scalar as ``result``."""
+
+    @intrinsic
+    def bitcast(typingctx, value):
+        if value != source:
+            return None
+
+        def codegen(context, builder, signature, args):
+            return builder.bitcast(args[0], context.get_value_type(result))
+
+        return result(source), codegen
+
+    return bitcast
+
+
+_float32_from_bits = _bitcast_intrinsic(types.int32, types.float32)
+_bits_from_float32 = _bitcast_intrinsic(types.float32, types.int32)
+_float64_from_bits = _bitcast_intrinsic(types.int64, types.float64)
+_bits_from_float64 = _bitcast_intrinsic(types.float64, types.int64)
+
+
+@intrinsic
+def _fma(typingctx, a, b, c):
+    """``a * b + c`` rounded once (LLVM's ``fma``, which reassociation leaves be)."""
+    if not (a == b == c and a in (types.float32, types.float64)):
+        return None
+
+    def codegen(context, builder, signature, args):
+        return builder.fma(*args)
+
+    return a(a, a, a), codegen
+
+
+def exp(x):
+    """``e ** x`` of a float32 or float64 scalar, in a form loops can vectorise.
+
+    In compiled code this is the branch-free arithmetic of ``_exp_float32`` and
+    ``_exp_float64`` (chosen by the overload below); called from Python it is
+    ``np.exp``.
+
+    Parameters
+    ----------
+    x : float32 or float64
+        The exponent.
+
+    Returns
+    -------
+    float32 or float64
+        ``exp(x)`` in the dtype of ``x``, within 1 ulp of the exact value
+        (subnormal results included); ``+inf`` past the largest finite result,
+        ``0`` below half the smallest subnormal, ``exp(-inf) = 0``,
+        ``exp(inf) = inf``, NaN stays NaN.
+
+    Notes
+    -----
+    ``x = n ln2 + r`` with ``n`` the integer nearest to ``x / ln2`` and ``|r| <=
+    ln2 / 2``. ``r`` is computed with two fused multiply-adds, one per part of
+    ln2: an ordinary ``(x - n ln2_hi) - n ln2_lo`` would be folded back into
+    ``x - n ln2`` by the reassociation the kernels are compiled with, costing up
+    to 200 ulp. ``exp(r)`` is its Taylor polynomial (degree 7 in float32, 13 in
+    float64) by Horner's rule. ``2 ** n`` is applied in two halves built in the
+    exponent bits: the first is added to the exponent field of the polynomial
+    (exact, the result stays normal), the second multiplies, so a result in the
+    subnormal range is rounded once. On a CPU without FMA instructions ``fma`` is
+    a library call: still exact, no longer fast.
+    """
+    return np.exp(x)
+
+
+def _exp_float32(x):
+    f = np.float32
+    # Clamped where the result is already inf (or 0); NaN is put back at the end.
+    xc = x if x < f(89.0) else f(89.0)
+    xc = xc if xc > f(-104.5) else f(-104.5)
+    t = xc * f(LOG2E)
+    n = np.int32(t + (f(0.5) if t >= f(0) else f(-0.5)))
+    fn = np.float32(n)
+    r = _fma(-fn, f(LN2_HI_32), xc)
+    r = _fma(-fn, f(LN2_LO_32), r)
+    p = f(1.0 / 5040)
+    p = p * r + f(1.0 / 720)
+    p = p * r + f(1.0 / 120)
+    p = p * r + f(1.0 / 24)
+    p = p * r + f(1.0 / 6)
+    p = p * r + f(0.5)
+    p = p * r + f(1.0)
+    p = p * r + f(1.0)
+    n1 = n >> np.int32(1)
+    n2 = n - n1
+    q = _float32_from_bits(np.int32(_bits_from_float32(p) + (n1 << np.int32(23))))
+    y = q * _float32_from_bits(np.int32((n2 + np.int32(127)) << np.int32(23)))
+    return y if x == x else x
+
+
+def _exp_float64(x):
+    xc = x if x < 710.0 else 710.0
+    xc = xc if xc > -746.0 else -746.0
+    t = xc * LOG2E
+    n = np.int32(t + (0.5 if t >= 0 else -0.5))
+    fn = np.float64(n)
+    r = _fma(-fn, LN2_HI_64, xc)
+    r = _fma(-fn, LN2_LO_64, r)
+    p = 1.0 / 6227020800
+    p = p * r + 1.0 / 479001600
+    p = p * r + 1.0 / 39916800
+    p = p * r + 1.0 / 3628800
+    p = p * r + 1.0 / 362880
+    p = p * r + 1.0 / 40320
+    p = p * r + 1.0 / 5040
+    p = p * r + 1.0 / 720
+    p = p * r + 1.0 / 120
+    p = p * r + 1.0 / 24
+    p = p * r + 1.0 / 6
+    p = p * r + 0.5
+    p = p * r + 1.0
+    p = p * r + 1.0
+    n1 = np.int64(n >> np.int32(1))
+    n2 = np.int64(n) - n1
+    q = _float64_from_bits(_bits_from_float64(p) + (n1 << 52))
+    y = q * _float64_from_bits((n2 + 1023) << 52)
+    return y if x == x else x
+
+
+@overload(exp)
+def _exp_overload(x):
+    if x == types.float32:
+        return _exp_float32
+    if x == types.float64:
+        return _exp_float64
+    return None
+
+
+@serial_kernel
+def exp_array(x, out):
+    """Write :func:`exp` of every element of the 1-d array ``x`` to ``out``.
+
+    Parameters
+    ----------
+    x : numpy.ndarray, shape (size,)
+        Exponents, float32 or float64.
+    out : numpy.ndarray, shape (size,)
+        Output, same dtype as ``x``.
+    """
+    for i in range(x.shape[0]):
+        out[i] = exp(x[i])
+
+
+# ---------------------------------------------------------------- row kernels
 
 
 @serial_below(0)
@@ -37,7 +203,7 @@ def softmax_rows(x, out):
                 peak = x[i, j]
         total = x.dtype.type(0)
         for j in range(k):
-            e = np.exp(x[i, j] - peak)
+            e = exp(x[i, j] - peak)
             out[i, j] = e
             total += e
         scale = x.dtype.type(1) / total
@@ -66,7 +232,7 @@ def log_softmax_rows(x, out):
                 peak = x[i, j]
         total = x.dtype.type(0)
         for j in range(k):
-            total += np.exp(x[i, j] - peak)
+            total += exp(x[i, j] - peak)
         log_total = np.log(total)
         # Two passes through memory: written as one expression, reassociation
         # would fold it into x - (peak + log_total), which rounds to the
@@ -122,7 +288,7 @@ def log_softmax_backward_rows(grad_output, y_log, out):
         for j in range(k):
             total += grad_output[i, j]
         for j in range(k):
-            out[i, j] = grad_output[i, j] - np.exp(y_log[i, j]) * total
+            out[i, j] = grad_output[i, j] - exp(y_log[i, j]) * total
 
 
 @serial_below(0)
@@ -145,51 +311,64 @@ def cross_entropy_index_rows(
         Class indices, each in ``[0, k)`` (not checked here).
     smoothing : float
         Label smoothing ``eps`` in ``[0, 1]``.
-    grad_scale : numpy.ndarray, shape (n,)
-        Factor applied to row ``i`` of the gradient.
+    grad_scale : numpy.ndarray, shape (n,) or (1,)
+        Factor applied to row ``i`` of the gradient (the one factor of every row
+        when of shape ``(1,)``).
     want_grad : bool
-        Whether to write ``grad``; when false ``grad_scale`` and ``grad`` are
-        not touched (they may be empty).
+        Whether to finish ``grad``; when false ``grad_scale`` is not read (it may
+        be empty) and ``grad`` is left holding the exponentials ``exp(o - max)``.
     losses : numpy.ndarray, shape (n,)
         Output: the loss of every row.
     grad : numpy.ndarray, shape (n, k)
         Output: ``(softmax(o) * sum(y) - y) * grad_scale[i]`` for every row.
     """
     n, k = logits.shape
+    zero = logits.dtype.type(0)
     one = logits.dtype.type(1)
     eps = logits.dtype.type(smoothing)
     off = eps / logits.dtype.type(k)
     on = (one - eps) + off
+    scale_step = 1 if grad_scale.shape[0] == n else 0
     # Each iteration owns row i of losses and of grad.
     for i in prange(n):
         t = target[i]
-        peak = logits[i, 0]
+        row = logits[i]
+        peak = row[0]
         for j in range(1, k):
-            if logits[i, j] > peak:
-                peak = logits[i, j]
-        total = logits.dtype.type(0)
-        others = logits.dtype.type(0)
+            if row[j] > peak:
+                peak = row[j]
+        # The exponentials wait in the gradient's row for their normaliser. One
+        # loop with or without a gradient, so that the loss has the same bits.
+        g = grad[i]
+        total = zero
         for j in range(k):
-            shifted = logits[i, j] - peak
-            e = np.exp(shifted)
+            e = exp(row[j] - peak)
+            g[j] = e
             total += e
-            if j != t:
-                others += shifted
-            if want_grad:
-                grad[i, j] = e
+
         # With eps == 0 only the target class carries weight.
-        weighted = on * (logits[i, t] - peak)
+        weighted = on * (row[t] - peak)
         if off != 0:
+            others = zero
+            for j in range(k):
+                if j != t:
+                    others += row[j] - peak
             weighted += off * others
         losses[i] = np.log(total) - weighted
+
         if want_grad:
             # sum(y) is 1 for index targets.
-            scale = grad_scale[i]
+            scale = grad_scale[i * scale_step]
             inv_total = one / total
-            target_p = grad[i, t] * inv_total
-            for j in range(k):
-                grad[i, j] = (grad[i, j] * inv_total - off) * scale
-            grad[i, t] = (target_p - on) * scale
+            target_p = g[t] * inv_total
+            if off != 0:
+                for j in range(k):
+                    g[j] = (g[j] * inv_total - off) * scale
+            else:
+                factor = inv_total * scale
+                for j in range(k):
+                    g[j] *= factor
+            g[t] = (target_p - on) * scale
 
 
 @serial_below(0)
@@ -212,11 +391,12 @@ def cross_entropy_prob_rows(
         Target probabilities, same dtype as ``logits``.
     smoothing : float
         Label smoothing ``eps`` in ``[0, 1]``.
-    grad_scale : numpy.ndarray, shape (n,)
-        Factor applied to row ``i`` of the gradient.
+    grad_scale : numpy.ndarray, shape (n,) or (1,)
+        Factor applied to row ``i`` of the gradient (the one factor of every row
+        when of shape ``(1,)``).
     want_grad : bool
-        Whether to write ``grad``; when false ``grad_scale`` and ``grad`` are
-        not touched (they may be empty).
+        Whether to finish ``grad``; when false ``grad_scale`` is not read (it may
+        be empty) and ``grad`` is left holding the exponentials ``exp(o - max)``.
     losses : numpy.ndarray, shape (n,)
         Output: the loss of every row.
     grad : numpy.ndarray, shape (n, k)
@@ -227,6 +407,7 @@ def cross_entropy_prob_rows(
     eps = logits.dtype.type(smoothing)
     off = eps / logits.dtype.type(k)
     keep = one - eps
+    scale_step = 1 if grad_scale.shape[0] == n else 0
     # Each iteration owns row i of losses and of grad.
     for i in prange(n):
         peak = logits[i, 0]
@@ -238,17 +419,16 @@ def cross_entropy_prob_rows(
         weighted = logits.dtype.type(0)
         for j in range(k):
             shifted = logits[i, j] - peak
-            e = np.exp(shifted)
+            e = exp(shifted)
             total += e
             y = keep * target[i, j] + off
             target_sum += y
             if y != 0:
                 weighted += y * shifted
-            if want_grad:
-                grad[i, j] = e
+            grad[i, j] = e
         losses[i] = np.log(total) * target_sum - weighted
         if want_grad:
-            scale = grad_scale[i]
+            scale = grad_scale[i * scale_step]
             factor = target_sum / total
             for j in range(k):
                 y = keep * target[i, j] + off
