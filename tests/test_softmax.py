@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 import fastcnn
 import fastcnn.functional as F
+from fastcnn.kernels.softmax import exp_array
 from fastcnn.reference import softmax as R
 
 DTYPES = [np.float32, np.float64]
@@ -483,6 +484,154 @@ def test_cross_entropy_is_bit_identical_for_1_and_2_threads(
 
     for one, two in zip(*results, strict=True):
         np.testing.assert_array_equal(one, two)
+
+
+# ---------------------------------------------------------------- exp
+
+
+def exp_ulp_errors(dtype, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Kernel ``exp`` of ``x`` and its error in ulp of the exactly rounded result."""
+    out = np.empty_like(x)
+    exp_array(x, out)
+    with np.errstate(over="ignore", under="ignore"):
+        exact = np.exp(x.astype(np.longdouble))
+        ulp = np.spacing(exact.astype(dtype)).astype(np.longdouble)
+        finite = exact < np.finfo(dtype).max
+        err = np.abs(out[finite].astype(np.longdouble) - exact[finite]) / ulp[finite]
+    return out, err
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_exp_is_within_one_ulp_over_the_whole_range(dtype):
+    # Every 4099th bit pattern of float32 (inputs of all magnitudes, subnormal
+    # results included); float64 sampled from the range where exp is finite and
+    # nonzero, plus uniform draws near 0.
+    if dtype == np.float32:
+        bits = np.arange(0, 2**32, 4099, dtype=np.uint64).astype(np.uint32)
+        x = bits.view(np.float32)
+    else:
+        rng = np.random.default_rng(5)
+        x = np.concatenate(
+            [rng.uniform(-746.0, 710.0, 500_000), rng.uniform(-1.0, 1.0, 100_000)]
+        )
+    x = x[np.isfinite(x)]
+
+    _, err = exp_ulp_errors(dtype, x)
+
+    assert err.size > 100_000
+    assert err.max() <= 1.0
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_exp_specials_overflow_and_underflow(dtype):
+    info = np.finfo(dtype)
+    big = np.log(np.longdouble(info.max))
+    tiny = np.log(np.longdouble(info.smallest_subnormal))
+    specials = [np.nan, np.inf, -np.inf, 0.0, -0.0]
+    edges = [big * 1.001, big * 1.5, tiny - 1.0, tiny + 0.5, -1e30, 1e30]
+    x = np.array(specials + edges, dtype=dtype)
+    out = np.empty_like(x)
+    exp_array(x, out)
+
+    assert np.isnan(out[0])
+    np.testing.assert_array_equal(out[1:5], [np.inf, 0.0, 1.0, 1.0])
+    np.testing.assert_array_equal(out[5:7], [np.inf, np.inf])
+    assert out[7] == 0.0
+    # Just inside the subnormal range: the smallest subnormal times e ** 0.5.
+    assert 0 < out[8] <= 2 * info.smallest_subnormal
+    np.testing.assert_array_equal(out[9:], [0.0, np.inf])
+
+
+def test_exp_in_the_subnormal_range_is_within_one_ulp():
+    for dtype, low, high in [(np.float32, -104.0, -87.0), (np.float64, -745.0, -708.0)]:
+        x = np.linspace(low, high, 20_001, dtype=dtype)
+
+        out, err = exp_ulp_errors(dtype, x)
+
+        assert (out[x < high - 1] < np.finfo(dtype).tiny).any()
+        assert err.max() <= 1.0
+
+
+# ---------------------------------------------------------------- workspace
+
+
+WORKSPACE_CALLS = {
+    "softmax": lambda x, t, ws: (F.softmax(x, 0, workspace=ws),),
+    "log_softmax": lambda x, t, ws: (F.log_softmax(x, workspace=ws),),
+    "softmax_backward": lambda x, t, ws: (
+        F.softmax_backward(x, F.softmax(x, 0), 0, workspace=ws),
+    ),
+    "log_softmax_backward": lambda x, t, ws: (
+        F.log_softmax_backward(x, F.log_softmax(x), workspace=ws),
+    ),
+    "cross_entropy": lambda x, t, ws: (F.cross_entropy(x, t, "none", workspace=ws),),
+    "cross_entropy_backward": lambda x, t, ws: (
+        F.cross_entropy_backward(x, t.astype(np.int32), "sum", workspace=ws),
+    ),
+    "cross_entropy_with_grad": lambda x, t, ws: F.cross_entropy_with_grad(
+        x, t, label_smoothing=0.1, workspace=ws
+    ),
+}
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("op", list(WORKSPACE_CALLS))
+def test_workspace_results_equal_fresh_ones_and_reuse_memory(rng, dtype, op):
+    call = WORKSPACE_CALLS[op]
+    x = rng.normal(size=(12, 7)).astype(dtype)
+    t = rng.integers(0, 7, size=12)
+    ws = F.Workspace()
+
+    expected = call(x, t, None)
+    first = call(x, t, ws)
+    for a, b in zip(expected, first, strict=True):
+        np.testing.assert_array_equal(a, b)
+    held = ws.nbytes
+    second = call(x * 2, t, ws)
+
+    assert held > 0
+    assert ws.nbytes == held
+    for a, b, c in zip(first, second, call(x * 2, t, None), strict=True):
+        np.testing.assert_array_equal(b, c)
+        if a.ndim > 0:
+            assert np.shares_memory(a, b)
+
+
+@pytest.mark.parametrize("op", list(WORKSPACE_CALLS))
+def test_workspace_serves_a_smaller_batch_after_a_larger(rng, op):
+    call = WORKSPACE_CALLS[op]
+    x = rng.normal(size=(40, 9))
+    t = rng.integers(0, 9, size=40)
+    ws = F.Workspace()
+    call(x, t, ws)
+    held = ws.nbytes
+
+    small = call(x[:5], t[:5], ws)
+
+    assert ws.nbytes == held
+    for a, b in zip(small, call(x[:5], t[:5], None), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("op", list(WORKSPACE_CALLS))
+def test_workspace_of_the_wrong_type_raises_type_error(op):
+    with pytest.raises(TypeError, match="workspace must be"):
+        WORKSPACE_CALLS[op](np.ones((2, 3)), np.array([0, 2]), {})
+
+
+def test_cross_entropy_forward_and_backward_keep_their_arrays_apart(rng):
+    # One workspace for the loss, the gradient and a later loss: the gradient
+    # must not be overwritten by the forward-only call.
+    x = rng.normal(size=(6, 4))
+    t = rng.integers(0, 4, size=6)
+    ws = F.Workspace()
+    grad = F.cross_entropy_backward(x, t, workspace=ws)
+    kept = grad.copy()
+
+    F.cross_entropy(x * 3, t, workspace=ws)
+    F.cross_entropy_with_grad(x * 5, t, workspace=ws)
+
+    np.testing.assert_array_equal(grad, kept)
 
 
 # ------------------------------------------------------------------ errors
