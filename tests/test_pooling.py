@@ -9,6 +9,7 @@ from conftest import assert_close
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
+from fastcnn.functional import Workspace
 from fastcnn.functional import pooling as F
 from fastcnn.kernels import pooling as kernels
 from fastcnn.reference import pooling as R
@@ -497,6 +498,244 @@ def test_results_do_not_depend_on_thread_count(rng, op):
 
     for first, second in zip(results[0], results[1], strict=True):
         np.testing.assert_array_equal(first, second)
+
+
+# ---------------------------------------------------------------- 2x2, stride 2
+
+# (input shape, ceil_mode): even heights and widths take the 2x2 kernels; one
+# output column, wide rows, and more output rows than one chunk of the kernels.
+HALVING_CASES = [
+    ((2, 3, 8, 6), False),
+    ((2, 3, 8, 6), True),
+    ((1, 2, 4, 2), False),
+    ((3, 2, 6, 84), False),
+    ((3, 5, 64, 50), False),
+]
+
+
+def halving_input(rng, shape, dtype) -> np.ndarray:
+    """Rounded values (ties happen), with NaN, inf and -inf in the first plane."""
+    x = np.round(rng.normal(size=shape), 1)
+    x[0, 0, 0, 1] = np.nan
+    x[0, 0, 1, 0] = np.nan
+    x[0, 0, -1, -1] = np.inf
+    x[0, 0, -2, 0] = -np.inf
+    return x.astype(dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize(("shape", "ceil_mode"), HALVING_CASES)
+def test_2x2_max_pool2d_matches_reference(rng, shape, ceil_mode, dtype):
+    x = halving_input(rng, shape, dtype)
+
+    y, ctx = F.max_pool2d_forward(x, 2, 2, 0, ceil_mode)
+    g = rng.normal(size=y.shape).astype(dtype)
+    grad_input = F.max_pool2d_backward(g, ctx)
+
+    assert ctx.window.halves
+    np.testing.assert_array_equal(y, R.max_pool2d(x, 2, 2, 0, ceil_mode).astype(dtype))
+    assert y.dtype == grad_input.dtype == dtype
+    expected_grad = R.max_pool2d_backward(g, x, 2, 2, 0, ceil_mode)
+    assert_close(grad_input, expected_grad, dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("count_include_pad", [True, False])
+@pytest.mark.parametrize(("shape", "ceil_mode"), HALVING_CASES)
+def test_2x2_avg_pool2d_matches_reference(
+    rng, shape, ceil_mode, count_include_pad, dtype
+):
+    x = rng.normal(size=shape).astype(dtype)
+    args = (2, 2, 0, ceil_mode, count_include_pad)
+
+    y, ctx = F.avg_pool2d_forward(x, *args)
+    g = rng.normal(size=y.shape).astype(dtype)
+    grad_input = F.avg_pool2d_backward(g, ctx)
+
+    assert ctx.window.halves
+    assert_close(y, R.avg_pool2d(x, *args), dtype)
+    assert_close(grad_input, R.avg_pool2d_backward(g, x.shape, *args), dtype)
+    assert y.dtype == grad_input.dtype == dtype
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_2x2_max_pool2d_agrees_with_torch(torch, rng, dtype):
+    x = halving_input(rng, (3, 4, 12, 10), dtype)
+    x[1] = np.round(x[1])  # many ties
+    xt = torch.tensor(x, requires_grad=True)
+    yt = torch.nn.functional.max_pool2d(xt, 2)
+    g = rng.normal(size=tuple(yt.shape)).astype(dtype)
+    yt.backward(torch.tensor(g))
+
+    y, ctx = F.max_pool2d_forward(x, 2)
+
+    np.testing.assert_array_equal(y, yt.detach().numpy())
+    np.testing.assert_array_equal(F.max_pool2d_backward(g, ctx), xt.grad.numpy())
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_2x2_avg_pool2d_agrees_with_torch(torch, rng, dtype):
+    x = rng.normal(size=(3, 4, 12, 10)).astype(dtype)
+    xt = torch.tensor(x, requires_grad=True)
+    yt = torch.nn.functional.avg_pool2d(xt, 2)
+    g = rng.normal(size=tuple(yt.shape)).astype(dtype)
+    yt.backward(torch.tensor(g))
+
+    y, ctx = F.avg_pool2d_forward(x, 2)
+
+    assert_close(y, yt.detach().numpy().astype(np.float64), dtype)
+    assert_close(
+        F.avg_pool2d_backward(g, ctx), xt.grad.numpy().astype(np.float64), dtype
+    )
+
+
+@pytest.mark.parametrize(
+    ("window", "spot"),
+    [([[3.0, 3.0], [3.0, 3.0]], (0, 0)), ([[1.0, 5.0], [5.0, 5.0]], (0, 1))],
+)
+def test_2x2_max_ties_send_gradient_to_first_maximum(window, spot):
+    # Guards against the rows of a window being compared before its columns.
+    x = np.tile(np.array(window), (2, 3, 2, 2))
+
+    y, ctx = F.max_pool2d_forward(x, 2)
+    grad_input = F.max_pool2d_backward(np.ones_like(y), ctx)
+
+    expected = np.zeros((2, 2))
+    expected[spot] = 1.0
+    np.testing.assert_array_equal(grad_input, np.tile(expected, (2, 3, 2, 2)))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_2x2_max_gradient_goes_to_last_nan_and_nan_wins(dtype):
+    x = np.zeros((1, 1, 2, 4), dtype)
+    x[0, 0, 0, 0] = x[0, 0, 1, 0] = np.nan  # window 0: two NaNs
+    x[0, 0, 0, 3] = np.nan  # window 1: a NaN before a larger number
+    x[0, 0, 1, 2] = 7.0
+
+    y, ctx = F.max_pool2d_forward(x, 2)
+    grad_input = F.max_pool2d_backward(np.ones_like(y), ctx)
+
+    assert np.isnan(y).all()
+    np.testing.assert_array_equal(grad_input[0, 0], [[0, 0, 0, 1], [1, 0, 0, 0]])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("op", OPS)
+def test_2x2_results_do_not_depend_on_thread_count(rng, op, dtype):
+    if numba.config.NUMBA_NUM_THREADS < 2:
+        pytest.skip("needs at least 2 Numba threads")
+    # Large enough for the parallel kernels, with several chunks per thread.
+    x = np.round(rng.normal(size=(4, 6, 40, 36)), 1).astype(dtype)
+    g = rng.normal(size=(4, 6, 20, 18)).astype(dtype)
+    original = numba.get_num_threads()
+    results = []
+    try:
+        for threads in (1, 2):
+            numba.set_num_threads(threads)
+            y, ctx = forward(op, x, 2)
+            results.append((y, backward(op, g, ctx)))
+    finally:
+        numba.set_num_threads(original)
+
+    for first, second in zip(results[0], results[1], strict=True):
+        np.testing.assert_array_equal(first, second)
+
+
+def test_2x2_context_keeps_one_byte_per_output(rng):
+    x = rng.normal(size=(2, 3, 8, 6)).astype(np.float32)
+
+    _, ctx = F.max_pool2d_forward(x, 2)
+
+    assert ctx.indices.dtype == np.uint8
+    assert ctx.indices.nbytes == 2 * 2 * 3 * 4 * 3
+
+
+# ---------------------------------------------------------------- workspace
+
+# (input shape, window arguments): the 2x2 kernels and the general ones.
+WORKSPACE_CASES = [((4, 3, 8, 6), (2,)), ((4, 3, 9, 7), (3, 2, 1, True))]
+
+
+@pytest.mark.parametrize("op", OPS)
+@pytest.mark.parametrize(("shape", "args"), WORKSPACE_CASES)
+def test_workspace_gives_the_same_results(rng, op, shape, args):
+    x = rng.normal(size=shape).astype(np.float32)
+    g = rng.normal(size=forward(op, x, *args)[0].shape).astype(np.float32)
+    pair = (F.max_pool2d_forward, F.max_pool2d_backward)
+    if op == "avg":
+        pair = (F.avg_pool2d_forward, F.avg_pool2d_backward)
+    ws = Workspace()
+
+    y, ctx = pair[0](x, *args, workspace=ws)
+    grad_input = pair[1](g, ctx)
+    y_fresh, ctx_fresh = pair[0](x, *args)
+
+    np.testing.assert_array_equal(y, y_fresh)
+    np.testing.assert_array_equal(grad_input, pair[1](g, ctx_fresh))
+    public = F.max_pool2d if op == "max" else F.avg_pool2d
+    np.testing.assert_array_equal(public(x, *args, workspace=Workspace()), y)
+
+
+@pytest.mark.parametrize("op", OPS)
+@pytest.mark.parametrize(("shape", "args"), WORKSPACE_CASES)
+def test_second_call_with_a_workspace_allocates_nothing(rng, op, shape, args):
+    x = rng.normal(size=shape).astype(np.float32)
+    pair = (F.max_pool2d_forward, F.max_pool2d_backward)
+    if op == "avg":
+        pair = (F.avg_pool2d_forward, F.avg_pool2d_backward)
+    ws = Workspace()
+
+    y1, ctx1 = pair[0](x, *args, workspace=ws)
+    g = np.ones_like(y1)
+    grad1 = pair[1](g, ctx1)
+    nbytes = ws.nbytes
+    y2, ctx2 = pair[0](x + 1, *args, workspace=ws)
+    grad2 = pair[1](g, ctx2)
+
+    assert nbytes > 0
+    assert ws.nbytes == nbytes
+    assert np.shares_memory(y1, y2)
+    assert np.shares_memory(grad1, grad2)
+    assert not np.shares_memory(y2, grad2)
+    if op == "max":
+        assert np.shares_memory(ctx1.indices, ctx2.indices)
+
+
+@pytest.mark.parametrize("op", OPS)
+@pytest.mark.parametrize(("shape", "args"), WORKSPACE_CASES)
+def test_workspace_serves_a_smaller_batch_after_a_larger(rng, op, shape, args):
+    big = rng.normal(size=shape)
+    small = rng.normal(size=(1, *shape[1:]))
+    ws = Workspace()
+
+    for x in (big, small):
+        if op == "max":
+            y, ctx = F.max_pool2d_forward(x, *args, workspace=ws)
+            grad_input = F.max_pool2d_backward(np.cos(y), ctx)
+            expected_grad = R.max_pool2d_backward(np.cos(y), x, *args)
+            np.testing.assert_array_equal(y, R.max_pool2d(x, *args))
+        else:
+            y, ctx = F.avg_pool2d_forward(x, *args, workspace=ws)
+            grad_input = F.avg_pool2d_backward(np.cos(y), ctx)
+            expected_grad = R.avg_pool2d_backward(np.cos(y), x.shape, *args)
+            assert_close(y, R.avg_pool2d(x, *args))
+        assert grad_input.shape == x.shape
+        assert_close(grad_input, expected_grad)
+
+
+@pytest.mark.parametrize("op", OPS)
+@pytest.mark.parametrize("function", ["forward", "public"])
+def test_workspace_of_wrong_type_raises(op, function):
+    x = np.ones((1, 1, 4, 4))
+    functions = {
+        ("max", "forward"): F.max_pool2d_forward,
+        ("max", "public"): F.max_pool2d,
+        ("avg", "forward"): F.avg_pool2d_forward,
+        ("avg", "public"): F.avg_pool2d,
+    }
+
+    with pytest.raises(TypeError, match="workspace"):
+        functions[op, function](x, 2, workspace={})
 
 
 # ---------------------------------------------------------------- errors

@@ -3,7 +3,15 @@
 Input is ``(N, C, H, W)`` or unbatched ``(C, H, W)``, float32 or float64; the
 output keeps the layout and the dtype. The work is done by the parallel Numba
 kernels of :mod:`fastcnn.kernels.pooling`, one block of ``(n, c)`` planes per
-thread.
+thread. 2x2 windows with stride 2 and no padding over an even height and width,
+the pooling of most CNNs, take kernels of their own that read the input once;
+max pooling then keeps, for the backward pass, one byte per output (the
+position of the maximum in its window) instead of a flat index.
+
+Every function takes a keyword-only ``workspace``: a
+:class:`~fastcnn.functional.Workspace` whose buffers the outputs, the context's
+arrays and the gradients are then taken from, under names starting with
+``"max_pool2d."`` and ``"avg_pool2d."``.
 
 Unlike PyTorch there is no ``dilation``, ``return_indices`` or
 ``divisor_override`` argument; in :func:`max_pool2d` ``ceil_mode`` is therefore
@@ -20,6 +28,7 @@ import numpy as np
 
 from fastcnn._config import get_num_threads
 from fastcnn._validation import check_array, check_pair
+from fastcnn.functional._workspace import Workspace, check_workspace, take
 from fastcnn.kernels import pooling as kernels
 
 __all__ = [
@@ -64,6 +73,19 @@ class _Window:
         """``(kh, kw, sh, sw, ph, pw)`` for the kernels."""
         return (*self.kernel_size, *self.stride, *self.padding)
 
+    @property
+    def halves(self) -> bool:
+        """Whether the 2x2 kernels apply: 2x2 windows, stride 2, no padding, even
+        height and width (``ceil_mode`` then changes nothing)."""
+        h, w = self.input_shape[-2:]
+        return (
+            self.kernel_size == (2, 2)
+            and self.stride == (2, 2)
+            and self.padding == (0, 0)
+            and h % 2 == 0
+            and w % 2 == 0
+        )
+
 
 @dataclass(frozen=True)
 class MaxPool2dContext:
@@ -73,17 +95,25 @@ class MaxPool2dContext:
 
     Attributes
     ----------
-    indices : numpy.ndarray of int32 or int64, shape (N * C, H_out, W_out)
-        Flat index ``ih * W + iw`` of each window's maximum within its plane.
+    indices : numpy.ndarray of int32, int64 or uint8
+        Where each window's maximum is. In general, shape (N * C, H_out, W_out):
+        its flat index ``ih * W + iw`` within its plane (int32 unless a plane is
+        too large). For the 2x2 kernels (``window.halves``), shape
+        (N * C * H_out, 2, W_out) of uint8: ``indices[r, 0, ow]`` is ``2 * i + j``
+        for the maximum at row ``i``, column ``j`` of its window.
     window : _Window
         The forward pass's window arguments and shapes.
     dtype : numpy.dtype
         The forward input's dtype.
+    workspace : Workspace or None
+        The forward pass's workspace, which the backward pass takes its
+        gradient from.
     """
 
     indices: np.ndarray
     window: _Window
     dtype: np.dtype
+    workspace: Workspace | None = None
 
 
 @dataclass(frozen=True)
@@ -100,11 +130,15 @@ class AvgPool2dContext:
         The forward pass's divisor rule.
     dtype : numpy.dtype
         The forward input's dtype.
+    workspace : Workspace or None
+        The forward pass's workspace, which the backward pass takes its
+        gradient from.
     """
 
     window: _Window
     count_include_pad: bool
     dtype: np.dtype
+    workspace: Workspace | None = None
 
 
 def _check_flag(value: Any, name: str) -> bool:
@@ -194,6 +228,8 @@ def max_pool2d_forward(
     stride: Pair | None = None,
     padding: Pair = 0,
     ceil_mode: bool = False,
+    *,
+    workspace: Workspace | None = None,
 ) -> tuple[np.ndarray, MaxPool2dContext]:
     """2-d max pooling that also returns what :func:`max_pool2d_backward` needs.
 
@@ -201,13 +237,16 @@ def max_pool2d_forward(
     ----------
     x, kernel_size, stride, padding, ceil_mode
         As in :func:`max_pool2d`.
+    workspace : Workspace, optional
+        Buffers to reuse instead of allocating; the arrays returned are then
+        views of it, overwritten by the next call (see Workspace).
 
     Returns
     -------
     y : numpy.ndarray, shape (N, C, H_out, W_out) or (C, H_out, W_out)
         The window maxima, dtype of ``x``.
     ctx : MaxPool2dContext
-        Holds the flat index of every maximum (no reference to ``x``).
+        Holds where every maximum is (no reference to ``x``) and the workspace.
 
     Notes
     -----
@@ -216,15 +255,28 @@ def max_pool2d_forward(
     """
     x = check_array(x, "x", ndim=(3, 4))
     window = _check_window(x, kernel_size, stride, padding, ceil_mode)
-    index_dtype = np.int32 if x.shape[-2] * x.shape[-1] <= _INT32_LIMIT else np.int64
+    workspace = check_workspace(workspace)
 
-    y = np.empty(window.output_shape, dtype=x.dtype)
-    indices = np.empty((window.planes, *window.output_shape[-2:]), dtype=index_dtype)
-    if window.planes > 0:
-        kernels.max_pool2d_forward(
-            _planes(x), *window.arguments, _planes(y), indices, get_num_threads()
-        )
-    return y, MaxPool2dContext(indices, window, x.dtype)
+    y = take(workspace, "max_pool2d.y", window.output_shape, x.dtype)
+    planes = window.planes
+    h_out, w_out = window.output_shape[-2:]
+    if window.halves:
+        shape = (planes * h_out, 2, w_out)
+        indices = take(workspace, "max_pool2d.positions", shape, np.uint8)
+        if planes > 0:
+            kernels.max_pool2d_2x2_forward(
+                _planes(x), _planes(y), indices, get_num_threads()
+            )
+    else:
+        large = x.shape[-2] * x.shape[-1] > _INT32_LIMIT
+        index_dtype = np.int64 if large else np.int32
+        shape = (planes, h_out, w_out)
+        indices = take(workspace, "max_pool2d.indices", shape, index_dtype)
+        if planes > 0:
+            kernels.max_pool2d_forward(
+                _planes(x), *window.arguments, _planes(y), indices, get_num_threads()
+            )
+    return y, MaxPool2dContext(indices, window, x.dtype, workspace)
 
 
 def max_pool2d(
@@ -233,6 +285,8 @@ def max_pool2d(
     stride: Pair | None = None,
     padding: Pair = 0,
     ceil_mode: bool = False,
+    *,
+    workspace: Workspace | None = None,
 ) -> np.ndarray:
     """2-d max pooling, as ``torch.nn.functional.max_pool2d``.
 
@@ -249,6 +303,9 @@ def max_pool2d(
     ceil_mode : bool, default False
         Round the output size up instead of down; a window must still start
         inside the input or its left/top padding.
+    workspace : Workspace, optional
+        Buffers to reuse instead of allocating; the arrays returned are then
+        views of it, overwritten by the next call (see Workspace).
 
     Returns
     -------
@@ -274,7 +331,9 @@ def max_pool2d(
     cells never win, so no output is ``-inf`` unless the input is. A window
     holding NaN gives NaN. Unlike PyTorch there is no ``dilation`` argument.
     """
-    return max_pool2d_forward(x, kernel_size, stride, padding, ceil_mode)[0]
+    return max_pool2d_forward(
+        x, kernel_size, stride, padding, ceil_mode, workspace=workspace
+    )[0]
 
 
 def max_pool2d_backward(grad_output: np.ndarray, ctx: MaxPool2dContext) -> np.ndarray:
@@ -286,7 +345,9 @@ def max_pool2d_backward(grad_output: np.ndarray, ctx: MaxPool2dContext) -> np.nd
         Gradient with respect to the output, with the forward output's shape and
         dtype.
     ctx : MaxPool2dContext
-        The context returned by :func:`max_pool2d_forward`.
+        The context returned by :func:`max_pool2d_forward`. When the forward
+        pass had a workspace, the gradient is taken from it too (a view,
+        overwritten by the next backward call).
 
     Returns
     -------
@@ -304,8 +365,16 @@ def max_pool2d_backward(grad_output: np.ndarray, ctx: MaxPool2dContext) -> np.nd
     window = ctx.window
     grad_output = _check_grad_output(grad_output, window, ctx.dtype)
 
-    grad_input = np.empty(window.input_shape, dtype=ctx.dtype)
-    if window.planes > 0:
+    grad_input = take(
+        ctx.workspace, "max_pool2d.grad_input", window.input_shape, ctx.dtype
+    )
+    if window.planes == 0:
+        return grad_input
+    if window.halves:
+        kernels.max_pool2d_2x2_backward(
+            _planes(grad_output), ctx.indices, _planes(grad_input), get_num_threads()
+        )
+    else:
         kernels.max_pool2d_backward(
             _planes(grad_output), ctx.indices, _planes(grad_input)
         )
@@ -319,6 +388,8 @@ def avg_pool2d_forward(
     padding: Pair = 0,
     ceil_mode: bool = False,
     count_include_pad: bool = True,
+    *,
+    workspace: Workspace | None = None,
 ) -> tuple[np.ndarray, AvgPool2dContext]:
     """2-d average pooling that also returns what :func:`avg_pool2d_backward` needs.
 
@@ -326,13 +397,16 @@ def avg_pool2d_forward(
     ----------
     x, kernel_size, stride, padding, ceil_mode, count_include_pad
         As in :func:`avg_pool2d`.
+    workspace : Workspace, optional
+        Buffers to reuse instead of allocating; the arrays returned are then
+        views of it, overwritten by the next call (see Workspace).
 
     Returns
     -------
     y : numpy.ndarray, shape (N, C, H_out, W_out) or (C, H_out, W_out)
         The window means, dtype of ``x``.
     ctx : AvgPool2dContext
-        The window arguments and shapes (no array).
+        The window arguments and shapes (no array) and the workspace.
 
     Notes
     -----
@@ -342,9 +416,12 @@ def avg_pool2d_forward(
     x = check_array(x, "x", ndim=(3, 4))
     window = _check_window(x, kernel_size, stride, padding, ceil_mode)
     count_include_pad = _check_flag(count_include_pad, "count_include_pad")
+    workspace = check_workspace(workspace)
 
-    y = np.empty(window.output_shape, dtype=x.dtype)
-    if window.planes > 0:
+    y = take(workspace, "avg_pool2d.y", window.output_shape, x.dtype)
+    if window.planes > 0 and window.halves:
+        kernels.avg_pool2d_2x2_forward(_planes(x), _planes(y), get_num_threads())
+    elif window.planes > 0:
         kernels.avg_pool2d_forward(
             _planes(x),
             *window.arguments,
@@ -352,7 +429,7 @@ def avg_pool2d_forward(
             _planes(y),
             get_num_threads(),
         )
-    return y, AvgPool2dContext(window, count_include_pad, x.dtype)
+    return y, AvgPool2dContext(window, count_include_pad, x.dtype, workspace)
 
 
 def avg_pool2d(
@@ -362,6 +439,8 @@ def avg_pool2d(
     padding: Pair = 0,
     ceil_mode: bool = False,
     count_include_pad: bool = True,
+    *,
+    workspace: Workspace | None = None,
 ) -> np.ndarray:
     """2-d average pooling, as ``torch.nn.functional.avg_pool2d``.
 
@@ -382,6 +461,9 @@ def avg_pool2d(
         Divide by the window's area within the padded input (padded zeros count,
         cells that ``ceil_mode`` adds beyond the padding do not); if False,
         divide by the number of input elements in the window.
+    workspace : Workspace, optional
+        Buffers to reuse instead of allocating; the arrays returned are then
+        views of it, overwritten by the next call (see Workspace).
 
     Returns
     -------
@@ -407,7 +489,13 @@ def avg_pool2d(
     PyTorch there is no ``divisor_override`` argument.
     """
     return avg_pool2d_forward(
-        x, kernel_size, stride, padding, ceil_mode, count_include_pad
+        x,
+        kernel_size,
+        stride,
+        padding,
+        ceil_mode,
+        count_include_pad,
+        workspace=workspace,
     )[0]
 
 
@@ -420,7 +508,9 @@ def avg_pool2d_backward(grad_output: np.ndarray, ctx: AvgPool2dContext) -> np.nd
         Gradient with respect to the output, with the forward output's shape and
         dtype.
     ctx : AvgPool2dContext
-        The context returned by :func:`avg_pool2d_forward`.
+        The context returned by :func:`avg_pool2d_forward`. When the forward
+        pass had a workspace, the gradient is taken from it too (a view,
+        overwritten by the next backward call).
 
     Returns
     -------
@@ -436,8 +526,16 @@ def avg_pool2d_backward(grad_output: np.ndarray, ctx: AvgPool2dContext) -> np.nd
     window = ctx.window
     grad_output = _check_grad_output(grad_output, window, ctx.dtype)
 
-    grad_input = np.empty(window.input_shape, dtype=ctx.dtype)
-    if window.planes > 0:
+    grad_input = take(
+        ctx.workspace, "avg_pool2d.grad_input", window.input_shape, ctx.dtype
+    )
+    if window.planes == 0:
+        return grad_input
+    if window.halves:
+        kernels.avg_pool2d_2x2_backward(
+            _planes(grad_output), _planes(grad_input), get_num_threads()
+        )
+    else:
         kernels.avg_pool2d_backward(
             _planes(grad_output),
             *window.arguments,

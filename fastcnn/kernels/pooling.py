@@ -490,3 +490,286 @@ def avg_pool2d_backward(
         _avg_pool_backward_planes(
             grad_output, kh, kw, sh, sw, ph, pw, cip, grad_input, first, stop
         )
+
+
+# ----------------------------------------------------------------------------
+# 2x2 windows with stride 2 and no padding, even input sizes
+# ----------------------------------------------------------------------------
+#
+# The common case of a CNN gets kernels of its own, with no padded copy. Output
+# row ``r`` (row ``r % h_out`` of plane ``r // h_out``) pools input rows ``2 * r``
+# and ``2 * r + 1`` of the planes stacked, as the heights are even. An output row
+# holds few elements (14 for a 28-wide input), too few for LLVM's vectorised
+# loop, so the kernels work on a "doubled" layout instead: ``2 * w_out``
+# entries per output row, entry ``k`` standing for the 2x2 block whose top-left
+# input element has the flat index ``2 * k`` (the widths are even). Its first
+# half are the output row's windows; its second half are blocks straddling two
+# output rows, computed along (the forward pass throws them away) or given the
+# output row's gradients again (the average's backward pass, which then writes
+# the lower input row). Loops over a chunk of doubled rows are long and
+# branch-free.
+#
+# Max pooling stores, instead of a flat index, the position of each maximum
+# within its window (``2 * i + j`` for row ``i``, column ``j``) in one byte, in
+# the doubled layout; its backward pass zeroes a chunk of the input gradient,
+# then writes each output gradient at its maximum.
+#
+# The output rows are split into chunks of a fixed size, and the ``prange``
+# iterations into whole chunks, so that every chunk is computed the same way
+# (vectorised or not) for any number of threads.
+
+#: Output rows per chunk times the output width: doubled entries per chunk / 2.
+_CHUNK_ENTRIES = 1024
+
+
+@serial_kernel
+def _chunk_rows(w_out):
+    """Return the number of output rows per chunk."""
+    return max(1, _CHUNK_ENTRIES // w_out)
+
+
+@serial_kernel
+def _chunk_blocks(rows, w_out, blocks):
+    """Return ``(chunk_rows, chunks, blocks)`` for ``rows`` output rows."""
+    chunk_rows = _chunk_rows(w_out)
+    chunks = (rows + chunk_rows - 1) // chunk_rows
+    return chunk_rows, chunks, max(1, min(chunks, blocks))
+
+
+@serial_kernel
+def _max_2x2_doubled(top, bottom, n, values, where):
+    """Window maxima and positions of doubled entries ``k < n``.
+
+    ``top`` and ``bottom`` start at the top-left input element of entry 0 and
+    of the row below it. A later element replaces the running maximum when it
+    is greater or NaN, in row-major order: each row's pair, then the two rows.
+    """
+    for k in range(n):
+        left = top[2 * k]
+        right = top[2 * k + 1]
+        take_top = (right > left) | (right != right)
+        upper = right if take_top else left
+        left = bottom[2 * k]
+        right = bottom[2 * k + 1]
+        take_bottom = (right > left) | (right != right)
+        lower = right if take_bottom else left
+        take_lower = (lower > upper) | (lower != lower)
+        values[k] = lower if take_lower else upper
+        where[k] = (
+            np.uint8(2) + np.uint8(take_bottom) if take_lower else np.uint8(take_top)
+        )
+
+
+@serial_kernel
+def _max_2x2_chunks(x, y, positions, chunk_rows, first, stop):
+    """Max-pool the output rows of chunks ``first <= c < stop``."""
+    rows = y.shape[0] * y.shape[1]
+    w_out = y.shape[2]
+    w = 2 * w_out
+    x_flat = x.reshape(x.size)
+    y_flat = y.reshape(y.size)
+    positions_flat = positions.reshape(positions.size)
+    values = np.empty(2 * chunk_rows * w_out, x.dtype)
+    for c in range(first, stop):
+        r0 = c * chunk_rows
+        r1 = min(r0 + chunk_rows, rows)
+        start = 4 * r0 * w_out
+        n = (2 * (r1 - r0) - 1) * w_out
+        where = positions_flat[2 * r0 * w_out :]
+        _max_2x2_doubled(x_flat[start:], x_flat[start + w :], n, values, where)
+        for r in range(r0, r1):
+            _copy_into(values[2 * (r - r0) * w_out :], y_flat[r * w_out :], w_out)
+
+
+@serial_below(0)
+@parallel_kernel
+def max_pool2d_2x2_forward(x, y, positions, blocks):
+    """Max-pool ``x`` over 2x2 windows with stride 2 and no padding.
+
+    Parameters
+    ----------
+    x : numpy.ndarray, shape (planes, h, w)
+        Input planes; ``h`` and ``w`` even.
+    y : numpy.ndarray, shape (planes, h // 2, w // 2)
+        Output maxima, same dtype as ``x``.
+    positions : numpy.ndarray of uint8, shape (planes * (h // 2), 2, w // 2)
+        Output, in the doubled layout: ``positions[r, 0, ow]`` is ``2 * i + j``
+        for the maximum at row ``i``, column ``j`` of window ``ow`` of output
+        row ``r``; ``positions[r, 1]`` is scratch.
+    blocks : int
+        Number of blocks the output rows are split into, one ``prange``
+        iteration each (the thread count is a good choice); results do not
+        depend on it.
+
+    Notes
+    -----
+    Ties go to the first maximum in row-major order; a window holding NaN gives
+    NaN, with the position of its last NaN (as :func:`max_pool2d_forward`).
+    """
+    rows = y.shape[0] * y.shape[1]
+    chunk_rows, chunks, blocks = _chunk_blocks(rows, y.shape[2], blocks)
+    # Each iteration owns the output rows of one block of chunks of y and
+    # positions.
+    for block in prange(blocks):
+        first, stop = _block(block, blocks, chunks)
+        _max_2x2_chunks(x, y, positions, chunk_rows, first, stop)
+
+
+@serial_kernel
+def _max_2x2_backward_chunks(
+    grad_output, positions, grad_input, chunk_rows, first, stop
+):
+    """Max-pool backward for the output rows of chunks ``first <= c < stop``."""
+    rows = grad_output.shape[0] * grad_output.shape[1]
+    w_out = grad_output.shape[2]
+    w = 2 * w_out
+    grad_flat = grad_output.reshape(grad_output.size)
+    positions_flat = positions.reshape(positions.size)
+    grad_input_flat = grad_input.reshape(grad_input.size)
+    for c in range(first, stop):
+        r0 = c * chunk_rows
+        r1 = min(r0 + chunk_rows, rows)
+        _zero(grad_input_flat[2 * r0 * w : 2 * r1 * w], 0, 2 * (r1 - r0) * w)
+        for r in range(r0, r1):
+            grad = grad_flat[r * w_out :]
+            spots = positions_flat[2 * r * w_out :]
+            rows_below = grad_input_flat[2 * r * w :]
+            for ow in range(w_out):
+                spot = spots[ow]
+                rows_below[(spot >> 1) * w + 2 * ow + (spot & 1)] = grad[ow]
+
+
+@serial_below(2)
+@parallel_kernel
+def max_pool2d_2x2_backward(grad_output, positions, grad_input, blocks):
+    """Route each output gradient to the maximum of its 2x2 window.
+
+    Parameters
+    ----------
+    grad_output : numpy.ndarray, shape (planes, h_out, w_out)
+        Gradient with respect to the pooled output.
+    positions : numpy.ndarray of uint8, shape (planes * h_out, 2, w_out)
+        Window positions written by :func:`max_pool2d_2x2_forward`.
+    grad_input : numpy.ndarray, shape (planes, 2 * h_out, 2 * w_out)
+        Output, overwritten: each output's gradient at its maximum, zero
+        elsewhere.
+    blocks : int
+        Number of blocks the output rows are split into, one ``prange``
+        iteration each; results do not depend on it.
+    """
+    rows = grad_output.shape[0] * grad_output.shape[1]
+    chunk_rows, chunks, blocks = _chunk_blocks(rows, grad_output.shape[2], blocks)
+    # Each iteration owns the input rows under one block of chunks of output rows.
+    for block in prange(blocks):
+        first, stop = _block(block, blocks, chunks)
+        _max_2x2_backward_chunks(
+            grad_output, positions, grad_input, chunk_rows, first, stop
+        )
+
+
+@serial_kernel
+def _avg_2x2_doubled(top, bottom, n, out):
+    """Window means of doubled entries ``k < n`` (see :func:`_max_2x2_doubled`)."""
+    quarter = out.dtype.type(0.25)
+    for k in range(n):
+        upper = top[2 * k] + top[2 * k + 1]
+        lower = bottom[2 * k] + bottom[2 * k + 1]
+        out[k] = (upper + lower) * quarter
+
+
+@serial_kernel
+def _avg_2x2_chunks(x, y, chunk_rows, first, stop):
+    """Average-pool the output rows of chunks ``first <= c < stop``."""
+    rows = y.shape[0] * y.shape[1]
+    w_out = y.shape[2]
+    w = 2 * w_out
+    x_flat = x.reshape(x.size)
+    y_flat = y.reshape(y.size)
+    means = np.empty(2 * chunk_rows * w_out, x.dtype)
+    for c in range(first, stop):
+        r0 = c * chunk_rows
+        r1 = min(r0 + chunk_rows, rows)
+        start = 4 * r0 * w_out
+        n = (2 * (r1 - r0) - 1) * w_out
+        _avg_2x2_doubled(x_flat[start:], x_flat[start + w :], n, means)
+        for r in range(r0, r1):
+            _copy_into(means[2 * (r - r0) * w_out :], y_flat[r * w_out :], w_out)
+
+
+@serial_below(0)
+@parallel_kernel
+def avg_pool2d_2x2_forward(x, y, blocks):
+    """Average-pool ``x`` over 2x2 windows with stride 2 and no padding.
+
+    Parameters
+    ----------
+    x : numpy.ndarray, shape (planes, h, w)
+        Input planes; ``h`` and ``w`` even.
+    y : numpy.ndarray, shape (planes, h // 2, w // 2)
+        Output means, same dtype as ``x``: the two row sums added, times 1/4.
+    blocks : int
+        Number of blocks the output rows are split into, one ``prange``
+        iteration each; results do not depend on it.
+    """
+    rows = y.shape[0] * y.shape[1]
+    chunk_rows, chunks, blocks = _chunk_blocks(rows, y.shape[2], blocks)
+    # Each iteration owns the output rows of one block of chunks of y.
+    for block in prange(blocks):
+        first, stop = _block(block, blocks, chunks)
+        _avg_2x2_chunks(x, y, chunk_rows, first, stop)
+
+
+@serial_kernel
+def _avg_2x2_spread(grad, n, out):
+    """``out[2k] = out[2k + 1] = grad[k]`` for ``k < n``."""
+    for k in range(n):
+        g = grad[k]
+        out[2 * k] = g
+        out[2 * k + 1] = g
+
+
+@serial_kernel
+def _avg_2x2_backward_chunks(grad_output, grad_input, chunk_rows, first, stop):
+    """Average-pool backward for the output rows of chunks ``first <= c < stop``."""
+    rows = grad_output.shape[0] * grad_output.shape[1]
+    w_out = grad_output.shape[2]
+    quarter = grad_input.dtype.type(0.25)
+    grad_flat = grad_output.reshape(grad_output.size)
+    grad_input_flat = grad_input.reshape(grad_input.size)
+    grad = np.empty(2 * chunk_rows * w_out, grad_input.dtype)
+    for c in range(first, stop):
+        r0 = c * chunk_rows
+        r1 = min(r0 + chunk_rows, rows)
+        for r in range(r0, r1):
+            src = grad_flat[r * w_out :]
+            upper = grad[2 * (r - r0) * w_out :]
+            lower = grad[(2 * (r - r0) + 1) * w_out :]
+            for ow in range(w_out):
+                g = src[ow] * quarter
+                upper[ow] = g
+                lower[ow] = g
+        n = 2 * (r1 - r0) * w_out
+        _avg_2x2_spread(grad, n, grad_input_flat[4 * r0 * w_out :])
+
+
+@serial_below(1)
+@parallel_kernel
+def avg_pool2d_2x2_backward(grad_output, grad_input, blocks):
+    """Spread a quarter of each output gradient over its 2x2 window.
+
+    Parameters
+    ----------
+    grad_output : numpy.ndarray, shape (planes, h_out, w_out)
+        Gradient with respect to the pooled output.
+    grad_input : numpy.ndarray, shape (planes, 2 * h_out, 2 * w_out)
+        Output, overwritten.
+    blocks : int
+        Number of blocks the output rows are split into, one ``prange``
+        iteration each; results do not depend on it.
+    """
+    rows = grad_output.shape[0] * grad_output.shape[1]
+    chunk_rows, chunks, blocks = _chunk_blocks(rows, grad_output.shape[2], blocks)
+    # Each iteration owns the input rows under one block of chunks of output rows.
+    for block in prange(blocks):
+        first, stop = _block(block, blocks, chunks)
+        _avg_2x2_backward_chunks(grad_output, grad_input, chunk_rows, first, stop)
