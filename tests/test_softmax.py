@@ -11,7 +11,12 @@ from hypothesis import strategies as st
 
 import fastcnn
 import fastcnn.functional as F
-from fastcnn.kernels.softmax import exp_array
+from fastcnn.kernels.softmax import (
+    BLOCK_ELEMENTS,
+    cross_entropy_index_rows,
+    exp_array,
+    log_array,
+)
 from fastcnn.reference import softmax as R
 
 DTYPES = [np.float32, np.float64]
@@ -550,6 +555,59 @@ def test_exp_in_the_subnormal_range_is_within_one_ulp():
 
         assert (out[x < high - 1] < np.finfo(dtype).tiny).any()
         assert err.max() <= 1.0
+
+
+def test_log_is_within_one_ulp_and_keeps_the_specials():
+    bits = np.arange(0, 2**32, 997, dtype=np.uint64).astype(np.uint32)
+    specials = np.array([0.0, -0.0, np.inf, -np.inf, np.nan, 1.0, -1.0, 1e-45])
+    x = np.concatenate([bits.view(np.float32), specials.astype(np.float32)])
+    out = np.empty_like(x)
+    log_array(x, out)
+
+    with np.errstate(divide="ignore", invalid="ignore"):
+        exact = np.log(x.astype(np.longdouble))
+        expected = np.log(x)
+    finite = np.isfinite(exact)
+    ulp = np.spacing(np.abs(exact[finite]).astype(np.float32)).astype(np.longdouble)
+    err = np.abs(out[finite].astype(np.longdouble) - exact[finite]) / ulp
+    assert err.max() <= 1.0
+    np.testing.assert_array_equal(out[~finite], expected[~finite])
+
+    x64 = np.concatenate([np.geomspace(1e-300, 1e300, 1001), specials])
+    out64 = np.empty_like(x64)
+    log_array(x64, out64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        np.testing.assert_array_equal(out64, np.log(x64))
+
+
+@pytest.mark.parametrize("k", [10, 100])
+@pytest.mark.parametrize("label_smoothing", [0.0, 0.2])
+def test_cross_entropy_kernel_parallel_and_serial_give_the_same_bits(
+    rng, k, label_smoothing, two_thread_counts
+):
+    # The functional wrapper runs small calls on one thread: compare the
+    # compiles directly, over several blocks of rows.
+    n = 3 * BLOCK_ELEMENTS // k + 7
+    logits = (rng.normal(size=(n, k)) * 4).astype(np.float32)
+    target = rng.integers(0, k, size=n)
+    scale = np.full(1, 1.0 / n, np.float32)
+
+    def run(kernel):
+        losses, totals = np.empty(n, np.float32), np.empty(n, np.float32)
+        grad = np.empty_like(logits)
+        kernel(logits, target, label_smoothing, scale, True, losses, totals, grad)
+        return losses, grad
+
+    results = [run(cross_entropy_index_rows.serial)]
+    for threads in two_thread_counts:
+        fastcnn.set_num_threads(threads)
+        results.append(run(cross_entropy_index_rows.parallel))
+
+    for losses, grad in results[1:]:
+        np.testing.assert_array_equal(losses, results[0][0])
+        np.testing.assert_array_equal(grad, results[0][1])
+    expected = R.cross_entropy(logits, target, "none", label_smoothing)
+    assert_close(results[0][0], expected, np.float32)
 
 
 # ---------------------------------------------------------------- workspace

@@ -13,8 +13,10 @@ the C library that no loop around it can vectorise.
 
 from __future__ import annotations
 
+import llvmlite.ir as ir
 import numpy as np
 from numba import prange, types
+from numba.core import cgutils
 from numba.extending import intrinsic, overload
 
 from fastcnn._config import parallel_kernel, serial_kernel
@@ -179,6 +181,122 @@ def exp_array(x, out):
         out[i] = exp(x[i])
 
 
+# ------------------------------------------------------------------ log and max
+
+LN2 = 0.6931471805599453
+SQRT2 = 1.4142135623730951
+
+
+def log(x):
+    """Natural logarithm of a float32 or float64 scalar; vectorisable for float32.
+
+    In compiled code float32 arguments take the branch-free arithmetic of
+    ``_log_float32`` and float64 arguments ``np.log`` (a scalar library call);
+    called from Python it is ``np.log``.
+
+    Parameters
+    ----------
+    x : float32 or float64
+        The argument.
+
+    Returns
+    -------
+    float32 or float64
+        ``log(x)`` in the dtype of ``x``, within 1 ulp (float32: 0.51 ulp); ``-inf``
+        at zero, NaN below zero and for NaN, ``inf`` at ``inf``.
+
+    Notes
+    -----
+    A float32 argument is widened to float64 (subnormals become normal) and split
+    into ``2 ** e * m`` with ``m`` in ``[sqrt(1/2), sqrt(2))`` through its bits;
+    ``log(m) = 2 atanh(s)``, ``s = (m - 1) / (m + 1)``, is a short series in
+    ``s ** 2``, and ``e ln2 + log(m)`` is rounded to float32 once.
+    """
+    return np.log(x)
+
+
+def _log_float32(x):
+    xd = np.float64(x)
+    bits = _bits_from_float64(xd)
+    e = np.int32(bits >> 52) - np.int32(1023)
+    # The mantissa with the exponent of 1: m in [1, 2).
+    m = _float64_from_bits((bits & 0x000FFFFFFFFFFFFF) | 0x3FF0000000000000)
+    above = m > SQRT2
+    m = m * 0.5 if above else m
+    e = e + np.int32(1) if above else e
+    s = (m - 1.0) / (m + 1.0)
+    z = s * s
+    series = 1.0 / 11
+    series = series * z + 1.0 / 9
+    series = series * z + 1.0 / 7
+    series = series * z + 1.0 / 5
+    series = series * z + 1.0 / 3
+    series = series * z + 1.0
+    y = np.float32(np.float64(e) * LN2 + 2.0 * s * series)
+    y = y if x < np.float32(np.inf) else x
+    y = y if x > np.float32(0) else np.float32(-np.inf)
+    return y if x >= np.float32(0) else np.float32(np.nan) * x
+
+
+def _log_float64(x):
+    return np.log(x)
+
+
+@overload(log)
+def _log_overload(x):
+    if x == types.float32:
+        return _log_float32
+    if x == types.float64:
+        return _log_float64
+    return None
+
+
+@serial_kernel
+def log_array(x, out):
+    """Write :func:`log` of every element of the 1-d array ``x`` to ``out``.
+
+    Parameters
+    ----------
+    x : numpy.ndarray, shape (size,)
+        Arguments, float32 or float64.
+    out : numpy.ndarray, shape (size,)
+        Output, same dtype as ``x``.
+    """
+    for i in range(x.shape[0]):
+        out[i] = log(x[i])
+
+
+@intrinsic
+def _maxnum(typingctx, a, b):
+    """The larger of ``a`` and ``b``, the other one where one is NaN.
+
+    LLVM's ``maxnum``: unlike a compare-and-select, loops reducing with it are
+    vectorised without assuming the absence of NaN.
+    """
+    if not (a == b and a in (types.float32, types.float64)):
+        return None
+
+    def codegen(context, builder, signature, args):
+        value_type = context.get_value_type(a)
+        name = "llvm.maxnum.f32" if a == types.float32 else "llvm.maxnum.f64"
+        function_type = ir.FunctionType(value_type, [value_type, value_type])
+        function = cgutils.get_or_insert_function(builder.module, function_type, name)
+        return builder.call(function, args)
+
+    return a(a, a), codegen
+
+
+#: Rows of logits are handled in blocks of about this many elements: their
+#: exponentials are taken in one loop over the block, not row by row.
+BLOCK_ELEMENTS = 2048
+
+#: Rows at least this long find their maximum with the vectorised ``maxnum``
+#: reduction and take their exponentials and their sum in one loop per row;
+#: shorter rows compare plainly (cheaper to start) and take their exponentials in
+#: one loop per block of rows (see cross_entropy_index_rows).
+LONG_ROW = 48
+
+
 # ---------------------------------------------------------------- row kernels
 
 
@@ -294,7 +412,7 @@ def log_softmax_backward_rows(grad_output, y_log, out):
 @serial_below(0)
 @parallel_kernel
 def cross_entropy_index_rows(
-    logits, target, smoothing, grad_scale, want_grad, losses, grad
+    logits, target, smoothing, grad_scale, want_grad, losses, totals, grad
 ):
     """Per-row cross-entropy (and its gradient) for class-index targets.
 
@@ -319,8 +437,19 @@ def cross_entropy_index_rows(
         be empty) and ``grad`` is left holding the exponentials ``exp(o - max)``.
     losses : numpy.ndarray, shape (n,)
         Output: the loss of every row.
+    totals : numpy.ndarray, shape (n,)
+        Scratch: the normaliser ``sum(exp(o - max))`` of every row.
     grad : numpy.ndarray, shape (n, k)
         Output: ``(softmax(o) * sum(y) - y) * grad_scale[i]`` for every row.
+
+    Notes
+    -----
+    Rows go in blocks of ``BLOCK_ELEMENTS // k``. Rows shorter than ``LONG_ROW``
+    have their shifted logits written to ``grad``, exponentiated in one loop over
+    the block (leaving no scalar remainder per row), then summed row by row;
+    longer rows are exponentiated and summed in one loop each. The gradient is
+    normalised row by row, and the logarithms of the normalisers are taken after
+    the blocks, in one loop over ``totals``.
     """
     n, k = logits.shape
     zero = logits.dtype.type(0)
@@ -329,46 +458,76 @@ def cross_entropy_index_rows(
     off = eps / logits.dtype.type(k)
     on = (one - eps) + off
     scale_step = 1 if grad_scale.shape[0] == n else 0
-    # Each iteration owns row i of losses and of grad.
-    for i in prange(n):
-        t = target[i]
-        row = logits[i]
-        peak = row[0]
-        for j in range(1, k):
-            if row[j] > peak:
-                peak = row[j]
-        # The exponentials wait in the gradient's row for their normaliser. One
-        # loop with or without a gradient, so that the loss has the same bits.
-        g = grad[i]
-        total = zero
-        for j in range(k):
-            e = exp(row[j] - peak)
-            g[j] = e
-            total += e
+    block_rows = max(1, BLOCK_ELEMENTS // k)
+    # Each iteration owns rows start:stop of losses, totals and grad.
+    for block in prange((n + block_rows - 1) // block_rows):
+        start = block * block_rows
+        stop = min(start + block_rows, n)
+        for i in range(start, stop):
+            t = target[i]
+            row = logits[i]
+            peak = row[0]
+            if k >= LONG_ROW:
+                for j in range(1, k):
+                    peak = _maxnum(peak, row[j])
+            else:
+                for j in range(1, k):
+                    if row[j] > peak:
+                        peak = row[j]
 
-        # With eps == 0 only the target class carries weight.
-        weighted = on * (row[t] - peak)
-        if off != 0:
-            others = zero
-            for j in range(k):
-                if j != t:
-                    others += row[j] - peak
-            weighted += off * others
-        losses[i] = np.log(total) - weighted
+            # With eps == 0 only the target class carries weight.
+            weighted = on * (row[t] - peak)
+            if off != 0:
+                others = zero
+                for j in range(k):
+                    if j != t:
+                        others += row[j] - peak
+                weighted += off * others
+            losses[i] = weighted
+
+            g = grad[i]
+            if k >= LONG_ROW:
+                total = zero
+                for j in range(k):
+                    e = exp(row[j] - peak)
+                    g[j] = e
+                    total += e
+                totals[i] = total
+            else:
+                for j in range(k):
+                    g[j] = row[j] - peak
+
+        if k < LONG_ROW:
+            # Short rows: one flat loop over the block, no scalar remainder per row.
+            shifted = grad[start:stop].reshape(-1)
+            for m in range(shifted.shape[0]):
+                shifted[m] = exp(shifted[m])
+            for i in range(start, stop):
+                g = grad[i]
+                total = zero
+                for j in range(k):
+                    total += g[j]
+                totals[i] = total
 
         if want_grad:
-            # sum(y) is 1 for index targets.
-            scale = grad_scale[i * scale_step]
-            inv_total = one / total
-            target_p = g[t] * inv_total
-            if off != 0:
-                for j in range(k):
-                    g[j] = (g[j] * inv_total - off) * scale
-            else:
-                factor = inv_total * scale
-                for j in range(k):
-                    g[j] *= factor
-            g[t] = (target_p - on) * scale
+            for i in range(start, stop):
+                # sum(y) is 1 for index targets.
+                g = grad[i]
+                t = target[i]
+                scale = grad_scale[i * scale_step]
+                inv_total = one / totals[i]
+                target_p = g[t] * inv_total
+                if off != 0:
+                    for j in range(k):
+                        g[j] = (g[j] * inv_total - off) * scale
+                else:
+                    factor = inv_total * scale
+                    for j in range(k):
+                        g[j] *= factor
+                g[t] = (target_p - on) * scale
+
+    for i in range(n):
+        losses[i] = log(totals[i]) - losses[i]
 
 
 @serial_below(0)
