@@ -3,7 +3,8 @@
 Each group times fastcnn beside the naive reference and PyTorch on float32 logits
 with integer class targets. ``cross_entropy_backward`` groups time the loss and
 its gradient together: fastcnn's fused ``cross_entropy_with_grad``, the reference's
-two functions, PyTorch's forward plus ``backward``.
+two functions, PyTorch's forward plus ``backward``; fastcnn also with a
+``Workspace``, as a training loop calls it.
 """
 
 from __future__ import annotations
@@ -66,6 +67,16 @@ def test_cross_entropy_backward_fastcnn(benchmark, name):
     F.cross_entropy_with_grad(logits, target)
 
     benchmark(F.cross_entropy_with_grad, logits, target)
+
+
+@workloads
+def test_cross_entropy_backward_fastcnn_workspace(benchmark, name):
+    benchmark.group = f"cross_entropy_backward:{name}"
+    logits, target = make_inputs(name)
+    workspace = F.Workspace()
+    F.cross_entropy_with_grad(logits, target, workspace=workspace)
+
+    benchmark(F.cross_entropy_with_grad, logits, target, workspace=workspace)
 
 
 @workloads
