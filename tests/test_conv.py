@@ -453,3 +453,96 @@ def test_workspace_of_the_wrong_type_raises(bad):
         conv2d_forward(X, W, groups=2, workspace=bad)
     with pytest.raises(TypeError, match=r"workspace must be a fastcnn\.functional"):
         conv2d(X, W, groups=2, workspace=bad)
+
+
+@pytest.fixture
+def any_width_direct(monkeypatch):
+    """Let the direct kernel take stride-1 single-group convolutions of any width."""
+    monkeypatch.setattr(conv_module, "_DIRECT_KERNEL_WIDTHS", tuple(range(1, 8)))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", CASES.values(), ids=CASES.keys())
+def test_direct_kernel_matches_reference(rng, any_width_direct, case, dtype):
+    x_shape, w_shape, kwargs, with_bias = case
+    x, weight, bias = _make(rng, (3, *x_shape[1:]), w_shape, with_bias, dtype)
+    y, ctx = conv2d_forward(x, weight, bias, **kwargs)
+    grad_output = rng.standard_normal(y.shape).astype(dtype)
+    grads = conv2d_backward(grad_output, ctx)
+
+    # No case pads by more than its kernel reaches: only stride and groups decide.
+    assert ctx.direct == (kwargs.get("stride", 1) == 1 and kwargs.get("groups", 1) == 1)
+    assert_close(y, reference.conv2d(x, weight, bias, **kwargs), dtype=dtype)
+    expected = reference.conv2d_backward(grad_output, x, weight, bias, **kwargs)
+    for actual, wanted in zip(grads, expected, strict=True):
+        if wanted is None:
+            assert actual is None
+        else:
+            assert_close(actual, wanted, dtype=dtype)
+
+
+@pytest.mark.parametrize(
+    ("x_shape", "w_shape", "padding"),
+    [
+        ((4, 1, 28, 28), (8, 1, 3, 3), 1),
+        ((3, 8, 14, 14), (16, 8, 3, 3), 1),
+        ((2, 5, 9, 12), (6, 5, 3, 3), 0),
+    ],
+)
+def test_direct_kernel_takes_3x3_stride_one_and_agrees_with_torch(
+    rng, torch, x_shape, w_shape, padding
+):
+    x, weight, bias = _make(rng, x_shape, w_shape, True)
+    y, ctx = conv2d_forward(x, weight, bias, padding=padding)
+    grad_output = rng.standard_normal(y.shape)
+    grads = conv2d_backward(grad_output, ctx)
+
+    tensors, y_torch = _torch_conv(torch, x, weight, bias, {"padding": padding})
+    grads_torch = torch.autograd.grad(y_torch, tensors, torch.tensor(grad_output))
+    assert ctx.direct
+    assert_close(y, y_torch.detach().numpy())
+    for actual, wanted in zip(grads, grads_torch, strict=True):
+        assert_close(actual, wanted.numpy())
+
+
+def test_padding_wider_than_the_kernel_reach_uses_products(rng):
+    x, weight, bias = _make(rng, (2, 2, 5, 5), (3, 2, 3, 3), True)
+
+    y, ctx = conv2d_forward(x, weight, bias, padding=3)
+    grads = conv2d_backward(np.ones_like(y), ctx)
+
+    assert not ctx.direct
+    assert_close(y, reference.conv2d(x, weight, bias, padding=3))
+    expected = reference.conv2d_backward(np.ones_like(y), x, weight, bias, padding=3)
+    assert_close(grads[0], expected[0])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize(
+    ("w_shape", "kwargs"),
+    [((16, 8, 3, 3), {"padding": 1}), ((16, 8, 5, 3), {"dilation": (1, 2)})],
+)
+def test_direct_kernel_one_and_two_threads_identical(
+    rng, any_width_direct, dtype, w_shape, kwargs
+):
+    if numba.config.NUMBA_NUM_THREADS < 2:
+        pytest.skip("Numba was started with a single thread")
+    # Large enough for the parallel compile (not the serial twin) to run, for
+    # the output and for grad_input.
+    x, weight, bias = _make(rng, (10, 8, 20, 21), w_shape, True, dtype)
+    grad_output = None
+    results = []
+    original = numba.get_num_threads()
+    try:
+        for threads in (1, 2):
+            numba.set_num_threads(threads)
+            y, ctx = conv2d_forward(x, weight, bias, **kwargs)
+            if grad_output is None:
+                grad_output = rng.standard_normal(y.shape).astype(dtype)
+            results.append((y, *conv2d_backward(grad_output, ctx)))
+    finally:
+        numba.set_num_threads(original)
+
+    assert ctx.direct and min(y.size, x.size) >= 1 << 15
+    for single, double in zip(*results, strict=True):
+        np.testing.assert_array_equal(single, double, strict=True)

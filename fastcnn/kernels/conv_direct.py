@@ -1,0 +1,160 @@
+"""Numba kernel of 2-d convolution computed directly, without a column matrix.
+
+For stride 1 the windows of one output row start at consecutive positions of the
+input row. The kernel therefore copies each input plane of a sample into a
+zero-bordered plane of row width ``Wp = W_out + (kW - 1) * dW`` stored flat, and
+for every kernel tap ``(i, j)`` adds ``weight[co, ci, i, j]`` times the
+contiguous run ``plane[i * dH * Wp + j * dW + q]``, ``q < H_out * Wp``, to the
+output channel's accumulator. Position ``q = oh * Wp + ow`` holds output
+``(oh, ow)``; the columns ``ow >= W_out`` are computed and dropped. The long
+contiguous loops vectorise, and the taps of one kernel row are fused into one
+pass over the accumulators of four output channels at a time, so that each
+accumulator is loaded and stored once per kernel row rather than once per tap.
+
+This beats the column matrix and matrix products when the filters are small
+(few input channels times taps): the column matrix is then as large as the
+output, and copying it in and out costs more than the arithmetic.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import prange
+
+from fastcnn._config import parallel_kernel, serial_kernel
+from fastcnn.kernels._small import serial_below
+
+#: Output channels accumulated together in one pass over a plane.
+_BLOCK = 4
+
+
+@serial_kernel
+def _add_row3(acc, row, taps, dil_w):
+    """Add one 3-tap kernel row of four output channels to their accumulators.
+
+    ``acc[b, q] += sum_j taps[b, j] * row[q + j * dil_w]`` for ``q <
+    acc.shape[1]``: each accumulator is read and written once for the three
+    taps, and each input value loaded once for the four channels.
+    """
+    length = acc.shape[1]
+    a0 = acc[0]
+    a1 = acc[1]
+    a2 = acc[2]
+    a3 = acc[3]
+    w00, w01, w02 = taps[0, 0], taps[0, 1], taps[0, 2]
+    w10, w11, w12 = taps[1, 0], taps[1, 1], taps[1, 2]
+    w20, w21, w22 = taps[2, 0], taps[2, 1], taps[2, 2]
+    w30, w31, w32 = taps[3, 0], taps[3, 1], taps[3, 2]
+    s0 = row[:length]
+    s1 = row[dil_w : dil_w + length]
+    s2 = row[2 * dil_w : 2 * dil_w + length]
+    for q in range(length):
+        v0 = s0[q]
+        v1 = s1[q]
+        v2 = s2[q]
+        a0[q] += w00 * v0 + w01 * v1 + w02 * v2
+        a1[q] += w10 * v0 + w11 * v1 + w12 * v2
+        a2[q] += w20 * v0 + w21 * v1 + w22 * v2
+        a3[q] += w30 * v0 + w31 * v1 + w32 * v2
+
+
+@serial_kernel
+def _add_row5(acc, row, taps, dil_w):
+    """Like :func:`_add_row3` for a 5-tap kernel row, two channels per pass."""
+    length = acc.shape[1]
+    s0 = row[:length]
+    s1 = row[dil_w : dil_w + length]
+    s2 = row[2 * dil_w : 2 * dil_w + length]
+    s3 = row[3 * dil_w : 3 * dil_w + length]
+    s4 = row[4 * dil_w : 4 * dil_w + length]
+    for b in range(0, acc.shape[0], 2):
+        a0 = acc[b]
+        a1 = acc[b + 1]
+        w00, w01, w02, w03, w04 = (
+            taps[b, 0],
+            taps[b, 1],
+            taps[b, 2],
+            taps[b, 3],
+            taps[b, 4],
+        )
+        w10, w11, w12, w13, w14 = (
+            taps[b + 1, 0],
+            taps[b + 1, 1],
+            taps[b + 1, 2],
+            taps[b + 1, 3],
+            taps[b + 1, 4],
+        )
+        for q in range(length):
+            v0 = s0[q]
+            v1 = s1[q]
+            v2 = s2[q]
+            v3 = s3[q]
+            v4 = s4[q]
+            a0[q] += w00 * v0 + w01 * v1 + w02 * v2 + w03 * v3 + w04 * v4
+            a1[q] += w10 * v0 + w11 * v1 + w12 * v2 + w13 * v3 + w14 * v4
+
+
+@serial_below(3)
+@parallel_kernel
+def conv2d_direct(x, weight, bias, y, pad_top, pad_left, dil_h, dil_w):
+    """Stride-1, single-group convolution written straight into NCHW output.
+
+    Parameters
+    ----------
+    x : ndarray, shape (N, C_in, H, W)
+        C-contiguous input.
+    weight : ndarray, shape (C_out, C_in, kH, kW)
+        C-contiguous filters.
+    bias : ndarray, shape (C_out,)
+        Per-channel offset (zeros for a convolution without bias).
+    y : ndarray, shape (N, C_out, H_out, W_out)
+        Output, overwritten; ``H_out + (kH - 1) * dil_h`` must be at least
+        ``pad_top + H`` and likewise for the width (padding never reaches past
+        the windows).
+    pad_top, pad_left, dil_h, dil_w : int
+        Top/left zero padding and dilation.
+    """
+    n_batch, c_in, h, w = x.shape
+    c_out, kh, kw = weight.shape[0], weight.shape[2], weight.shape[3]
+    h_out, w_out = y.shape[2], y.shape[3]
+    wp = w_out + (kw - 1) * dil_w
+    hp = h_out + (kh - 1) * dil_h
+    length = h_out * wp
+    # Reading run q < length at tap (kH - 1, kW - 1) reaches this far.
+    plane_size = hp * wp + (kw - 1) * dil_w
+
+    # Each iteration owns sample n: y[n] and its own scratch planes.
+    for n in prange(n_batch):
+        planes = np.zeros((c_in, plane_size), dtype=x.dtype)
+        for c in range(c_in):
+            for r in range(h):
+                start = (r + pad_top) * wp + pad_left
+                planes[c, start : start + w] = x[n, c, r]
+
+        acc = np.empty((_BLOCK, length), dtype=y.dtype)
+        for co in range(0, c_out, _BLOCK):
+            block = min(_BLOCK, c_out - co)
+            acc[:] = 0
+            for c in range(c_in):
+                for i in range(kh):
+                    row = planes[c, i * dil_h * wp :]
+                    if block == _BLOCK and kw == 3:
+                        _add_row3(acc, row, weight[co : co + _BLOCK, c, i], dil_w)
+                    elif block == _BLOCK and kw == 5:
+                        _add_row5(acc, row, weight[co : co + _BLOCK, c, i], dil_w)
+                    else:
+                        for j in range(kw):
+                            run = row[j * dil_w : j * dil_w + length]
+                            for b in range(block):
+                                tap = weight[co + b, c, i, j]
+                                dst = acc[b]
+                                for q in range(length):
+                                    dst[q] += tap * run[q]
+
+            for b in range(block):
+                offset = bias[co + b]
+                src = acc[b]
+                dst = y[n, co + b]
+                for oh in range(h_out):
+                    for ow in range(w_out):
+                        dst[oh, ow] = src[oh * wp + ow] + offset
