@@ -22,6 +22,7 @@ raises TypeError).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from math import prod
 from typing import Any
 
 import numpy as np
@@ -66,7 +67,7 @@ class _Window:
 
     @property
     def planes(self) -> int:
-        return int(np.prod(self.input_shape[:-2]))
+        return prod(self.input_shape[:-2])
 
     @property
     def arguments(self) -> tuple[int, int, int, int, int, int]:
@@ -200,6 +201,47 @@ def _check_window(
     return _Window(kernel, step, pad, x.shape, (*x.shape[:-2], *out))
 
 
+#: Windows already validated, by input shape and window arguments; only calls
+#: whose arguments are plain ints, pairs of them and bools are remembered, so
+#: that no other value can compare equal to a remembered key (``1.0 == 1``,
+#: ``1 == True``).
+_WINDOWS: dict[tuple, _Window] = {}
+_WINDOWS_LIMIT = 256
+
+
+def _is_plain(value: Any) -> bool:
+    if type(value) is int:
+        return True
+    return (
+        type(value) is tuple
+        and len(value) == 2
+        and type(value[0]) is int
+        and type(value[1]) is int
+    )
+
+
+def _window(
+    x: np.ndarray, kernel_size: Any, stride: Any, padding: Any, ceil_mode: Any
+) -> _Window:
+    """:func:`_check_window`, remembered for repeated calls with plain arguments."""
+    plain = (
+        _is_plain(kernel_size)
+        and (stride is None or _is_plain(stride))
+        and _is_plain(padding)
+        and type(ceil_mode) is bool
+    )
+    if not plain:
+        return _check_window(x, kernel_size, stride, padding, ceil_mode)
+    key = (x.shape, kernel_size, stride, padding, ceil_mode)
+    window = _WINDOWS.get(key)
+    if window is None:
+        window = _check_window(x, kernel_size, stride, padding, ceil_mode)
+        if len(_WINDOWS) >= _WINDOWS_LIMIT:
+            _WINDOWS.clear()
+        _WINDOWS[key] = window
+    return window
+
+
 def _check_grad_output(
     grad_output: Any, window: _Window, dtype: np.dtype
 ) -> np.ndarray:
@@ -254,7 +296,7 @@ def max_pool2d_forward(
     and likewise ``W_out``; see :func:`max_pool2d`.
     """
     x = check_array(x, "x", ndim=(3, 4))
-    window = _check_window(x, kernel_size, stride, padding, ceil_mode)
+    window = _window(x, kernel_size, stride, padding, ceil_mode)
     workspace = check_workspace(workspace)
 
     y = take(workspace, "max_pool2d.y", window.output_shape, x.dtype)
@@ -414,7 +456,7 @@ def avg_pool2d_forward(
     and likewise ``W_out``; see :func:`avg_pool2d`.
     """
     x = check_array(x, "x", ndim=(3, 4))
-    window = _check_window(x, kernel_size, stride, padding, ceil_mode)
+    window = _window(x, kernel_size, stride, padding, ceil_mode)
     count_include_pad = _check_flag(count_include_pad, "count_include_pad")
     workspace = check_workspace(workspace)
 
