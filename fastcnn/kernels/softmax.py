@@ -267,12 +267,7 @@ def log_array(x, out):
 
 
 @intrinsic
-def _maxnum(typingctx, a, b):
-    """The larger of ``a`` and ``b``, the other one where one is NaN.
-
-    LLVM's ``maxnum``: unlike a compare-and-select, loops reducing with it are
-    vectorised without assuming the absence of NaN.
-    """
+def _maxnum_intrinsic(typingctx, a, b):
     if not (a == b and a in (types.float32, types.float64)):
         return None
 
@@ -284,6 +279,23 @@ def _maxnum(typingctx, a, b):
         return builder.call(function, args)
 
     return a(a, a), codegen
+
+
+def maxnum(a, b):
+    """The larger of ``a`` and ``b``, the other one where one is NaN.
+
+    In compiled code this is LLVM's ``maxnum``: unlike a compare-and-select, a
+    loop reducing with it is vectorised without assuming the absence of NaN.
+    Called from Python it is ``np.fmax``.
+    """
+    return np.fmax(a, b)
+
+
+@overload(maxnum)
+def _maxnum_overload(a, b):
+    if a == b and a in (types.float32, types.float64):
+        return lambda a, b: _maxnum_intrinsic(a, b)
+    return None
 
 
 #: Rows of logits are handled in blocks of about this many elements: their
@@ -469,7 +481,7 @@ def cross_entropy_index_rows(
             peak = row[0]
             if k >= LONG_ROW:
                 for j in range(1, k):
-                    peak = _maxnum(peak, row[j])
+                    peak = maxnum(peak, row[j])
             else:
                 for j in range(1, k):
                     if row[j] > peak:
