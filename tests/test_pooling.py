@@ -624,9 +624,10 @@ def test_2x2_max_gradient_goes_to_last_nan_and_nan_wins(dtype):
 def test_2x2_results_do_not_depend_on_thread_count(rng, op, dtype):
     if numba.config.NUMBA_NUM_THREADS < 2:
         pytest.skip("needs at least 2 Numba threads")
-    # Large enough for the parallel kernels, with several chunks per thread.
-    x = np.round(rng.normal(size=(4, 6, 40, 36)), 1).astype(dtype)
-    g = rng.normal(size=(4, 6, 20, 18)).astype(dtype)
+    # Large enough for the parallel kernels.
+    x = np.round(rng.normal(size=(2, 8, 256, 256)), 1).astype(dtype)
+    assert x.size >= kernels.SERIAL_WORK_2X2
+    g = rng.normal(size=(2, 8, 128, 128)).astype(dtype)
     original = numba.get_num_threads()
     results = []
     try:
@@ -639,6 +640,33 @@ def test_2x2_results_do_not_depend_on_thread_count(rng, op, dtype):
 
     for first, second in zip(results[0], results[1], strict=True):
         np.testing.assert_array_equal(first, second)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_2x2_kernels_do_not_depend_on_the_blocks(rng, dtype):
+    # Guards against chunks computed differently (vectorised or not) depending
+    # on where a thread's block of output rows starts.
+    x = rng.normal(size=(7, 30, 22)).astype(dtype)
+    g = rng.normal(size=(7, 15, 11)).astype(dtype)
+    results = []
+    for blocks in (1, 2, 3, 8):
+        for kind in ("serial", "parallel"):
+            y = np.empty((7, 15, 11), dtype)
+            positions = np.empty((7 * 15, 2, 11), np.uint8)
+            means = np.empty_like(y)
+            grad_max, grad_avg = np.empty_like(x), np.empty_like(x)
+            getattr(kernels.max_pool2d_2x2_forward, kind)(x, y, positions, blocks)
+            getattr(kernels.max_pool2d_2x2_backward, kind)(
+                g, positions, grad_max, blocks
+            )
+            getattr(kernels.avg_pool2d_2x2_forward, kind)(x, means, blocks)
+            getattr(kernels.avg_pool2d_2x2_backward, kind)(g, grad_avg, blocks)
+            results.append((y, positions[:, 0], grad_max, means, grad_avg))
+
+    np.testing.assert_array_equal(results[0][0], R.max_pool2d(x[None], 2)[0])
+    for result in results[1:]:
+        for first, other in zip(results[0], result, strict=True):
+            np.testing.assert_array_equal(first, other)
 
 
 def test_2x2_context_keeps_one_byte_per_output(rng):

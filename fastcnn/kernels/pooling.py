@@ -28,7 +28,7 @@ import numpy as np
 from numba import prange
 
 from fastcnn._config import parallel_kernel, serial_kernel
-from fastcnn.kernels._small import serial_below
+from fastcnn.kernels._small import SizedKernel, serial_below
 
 # ----------------------------------------------------------------------------
 # Geometry and helpers shared by max and average pooling
@@ -518,6 +518,30 @@ def avg_pool2d_backward(
 # iterations into whole chunks, so that every chunk is computed the same way
 # (vectorised or not) for any number of threads.
 
+#: Elements of the work-measuring array below which the 2x2 kernels run their
+#: single-threaded twin: a chunk costs about as much as copying it, so a parallel
+#: region (some 90 us to start) pays only for inputs of a few megabytes.
+SERIAL_WORK_2X2 = 1 << 20
+
+
+class _LargeWorkKernel(SizedKernel):
+    """A :class:`SizedKernel` that runs serially below :data:`SERIAL_WORK_2X2`."""
+
+    def __call__(self, *args):
+        if args[self.work_arg].size < SERIAL_WORK_2X2:
+            return self.serial(*args)
+        return self.parallel(*args)
+
+
+def _serial_below_large(work_arg: int):
+    """Like :func:`serial_below`, with the threshold of the 2x2 kernels."""
+
+    def decorate(kernel):
+        return _LargeWorkKernel(kernel, work_arg)
+
+    return decorate
+
+
 #: Output rows per chunk times the output width: doubled entries per chunk / 2.
 _CHUNK_ENTRIES = 1024
 
@@ -581,7 +605,7 @@ def _max_2x2_chunks(x, y, positions, chunk_rows, first, stop):
             _copy_into(values[2 * (r - r0) * w_out :], y_flat[r * w_out :], w_out)
 
 
-@serial_below(0)
+@_serial_below_large(0)
 @parallel_kernel
 def max_pool2d_2x2_forward(x, y, positions, blocks):
     """Max-pool ``x`` over 2x2 windows with stride 2 and no padding.
@@ -639,7 +663,7 @@ def _max_2x2_backward_chunks(
                 rows_below[(spot >> 1) * w + 2 * ow + (spot & 1)] = grad[ow]
 
 
-@serial_below(2)
+@_serial_below_large(2)
 @parallel_kernel
 def max_pool2d_2x2_backward(grad_output, positions, grad_input, blocks):
     """Route each output gradient to the maximum of its 2x2 window.
@@ -696,7 +720,7 @@ def _avg_2x2_chunks(x, y, chunk_rows, first, stop):
             _copy_into(means[2 * (r - r0) * w_out :], y_flat[r * w_out :], w_out)
 
 
-@serial_below(0)
+@_serial_below_large(0)
 @parallel_kernel
 def avg_pool2d_2x2_forward(x, y, blocks):
     """Average-pool ``x`` over 2x2 windows with stride 2 and no padding.
@@ -752,7 +776,7 @@ def _avg_2x2_backward_chunks(grad_output, grad_input, chunk_rows, first, stop):
         _avg_2x2_spread(grad, n, grad_input_flat[4 * r0 * w_out :])
 
 
-@serial_below(1)
+@_serial_below_large(1)
 @parallel_kernel
 def avg_pool2d_2x2_backward(grad_output, grad_input, blocks):
     """Spread a quarter of each output gradient over its 2x2 window.
