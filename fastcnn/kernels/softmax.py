@@ -463,6 +463,8 @@ def cross_entropy_index_rows(
     normalised row by row, and the logarithms of the normalisers are taken after
     the blocks, in one loop over ``totals``.
     """
+    # Elements are indexed in place: a row view per row (logits[i]) costs
+    # reference counting, a fifth of the time for rows of 10.
     n, k = logits.shape
     zero = logits.dtype.type(0)
     one = logits.dtype.type(1)
@@ -477,37 +479,35 @@ def cross_entropy_index_rows(
         stop = min(start + block_rows, n)
         for i in range(start, stop):
             t = target[i]
-            row = logits[i]
-            peak = row[0]
+            peak = logits[i, 0]
             if k >= LONG_ROW:
                 for j in range(1, k):
-                    peak = maxnum(peak, row[j])
+                    peak = maxnum(peak, logits[i, j])
             else:
                 for j in range(1, k):
-                    if row[j] > peak:
-                        peak = row[j]
+                    if logits[i, j] > peak:
+                        peak = logits[i, j]
 
             # With eps == 0 only the target class carries weight.
-            weighted = on * (row[t] - peak)
+            weighted = on * (logits[i, t] - peak)
             if off != 0:
                 others = zero
                 for j in range(k):
                     if j != t:
-                        others += row[j] - peak
+                        others += logits[i, j] - peak
                 weighted += off * others
             losses[i] = weighted
 
-            g = grad[i]
             if k >= LONG_ROW:
                 total = zero
                 for j in range(k):
-                    e = exp(row[j] - peak)
-                    g[j] = e
+                    e = exp(logits[i, j] - peak)
+                    grad[i, j] = e
                     total += e
                 totals[i] = total
             else:
                 for j in range(k):
-                    g[j] = row[j] - peak
+                    grad[i, j] = logits[i, j] - peak
 
         if k < LONG_ROW:
             # Short rows: one flat loop over the block, no scalar remainder per row.
@@ -515,28 +515,26 @@ def cross_entropy_index_rows(
             for m in range(shifted.shape[0]):
                 shifted[m] = exp(shifted[m])
             for i in range(start, stop):
-                g = grad[i]
                 total = zero
                 for j in range(k):
-                    total += g[j]
+                    total += grad[i, j]
                 totals[i] = total
 
         if want_grad:
             for i in range(start, stop):
                 # sum(y) is 1 for index targets.
-                g = grad[i]
                 t = target[i]
                 scale = grad_scale[i * scale_step]
                 inv_total = one / totals[i]
-                target_p = g[t] * inv_total
+                target_p = grad[i, t] * inv_total
                 if off != 0:
                     for j in range(k):
-                        g[j] = (g[j] * inv_total - off) * scale
+                        grad[i, j] = (grad[i, j] * inv_total - off) * scale
                 else:
                     factor = inv_total * scale
                     for j in range(k):
-                        g[j] *= factor
-                g[t] = (target_p - on) * scale
+                        grad[i, j] *= factor
+                grad[i, t] = (target_p - on) * scale
 
     for i in range(n):
         losses[i] = log(totals[i]) - losses[i]
