@@ -1,9 +1,11 @@
 """Benchmarks of 2-d max and average pooling, forward and backward.
 
-Each group times fastcnn beside the naive reference and PyTorch on float32 NCHW
-input. Backward groups time the backward pass alone, from a context (fastcnn) or
-a graph (PyTorch) built once by a forward pass outside the timing. The forward
-groups also time ``np.copyto`` of the input, the memory-bandwidth yardstick.
+Each group times fastcnn (allocating its outputs, and with a reused workspace)
+beside the naive reference and PyTorch on float32 NCHW input. Backward groups
+time the backward pass alone, from a context (fastcnn) or a graph (PyTorch)
+built once by a forward pass outside the timing. The forward groups also time
+``np.copyto`` of the input, the memory-bandwidth yardstick. The "pool" workload
+takes fastcnn's 2x2 kernels, "overlap" (3x3 windows, stride 2) the general ones.
 """
 
 from __future__ import annotations
@@ -14,12 +16,14 @@ import numpy as np
 import pytest
 from conftest import torch_or_skip
 
+from fastcnn.functional import Workspace
 from fastcnn.functional import pooling as F
 from fastcnn.reference import pooling as R
 
 #: name -> input shape (N, C, H, W) and window arguments
 WORKLOADS: dict[str, dict[str, Any]] = {
     "pool": {"shape": (64, 32, 28, 28), "kernel_size": 2, "stride": 2},
+    "overlap": {"shape": (32, 16, 28, 28), "kernel_size": 3, "stride": 2},
 }
 
 OPS = ["max_pool2d", "avg_pool2d"]
@@ -53,6 +57,18 @@ def test_forward_fastcnn(benchmark, op, name):
     forward(x, *window)
 
     benchmark(forward, x, *window)
+
+
+@ops
+@workloads
+def test_forward_fastcnn_workspace(benchmark, op, name):
+    benchmark.group = f"{op}_forward:{name}"
+    x, window = make_input(name)
+    forward = getattr(F, f"{op}_forward")
+    workspace = Workspace()
+    forward(x, *window, workspace=workspace)
+
+    benchmark(lambda: forward(x, *window, workspace=workspace))
 
 
 @ops
@@ -99,6 +115,19 @@ def test_backward_fastcnn(benchmark, op, name):
     x, window = make_input(name)
     grad_output = make_grad_output(x, window)
     _, ctx = getattr(F, f"{op}_forward")(x, *window)
+    backward = getattr(F, f"{op}_backward")
+    backward(grad_output, ctx)
+
+    benchmark(backward, grad_output, ctx)
+
+
+@ops
+@workloads
+def test_backward_fastcnn_workspace(benchmark, op, name):
+    benchmark.group = f"{op}_backward:{name}"
+    x, window = make_input(name)
+    grad_output = make_grad_output(x, window)
+    _, ctx = getattr(F, f"{op}_forward")(x, *window, workspace=Workspace())
     backward = getattr(F, f"{op}_backward")
     backward(grad_output, ctx)
 
