@@ -28,7 +28,7 @@ from fastcnn._validation import (
 )
 from fastcnn.functional._workspace import Workspace, check_workspace, take, take_zeros
 from fastcnn.kernels.conv import col2im, gather_grad_output, im2col, scatter_output
-from fastcnn.kernels.conv_direct import conv2d_direct
+from fastcnn.kernels.conv_direct import conv2d_direct, conv2d_direct_grad_weight
 
 __all__ = ["Conv2dContext", "conv2d", "conv2d_backward", "conv2d_forward"]
 
@@ -398,6 +398,86 @@ def _direct_grad_input(
     )
 
 
+def _products_backward(
+    grad_output: np.ndarray, ctx: Conv2dContext, grad_input: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Backward pass through the column matrix and matrix products.
+
+    Writes ``grad_input``; returns the weight gradient, shape (groups, C_out /
+    groups, C_in / groups * kH * kW), and the float64 bias gradient.
+    """
+    x, weight, groups, window, m = ctx.x, ctx.weight, ctx.groups, ctx.window, ctx.chunk
+    n, c_in = x.shape[:2]
+    c_out, c_in_group, kh, kw = weight.shape
+    c_out_group = c_out // groups
+    h_out, w_out = ctx.output_shape[-2:]
+    length = h_out * w_out
+    rows = c_in * kh * kw
+    depth = c_in_group * kh * kw
+    grad_output = grad_output.reshape(n, c_out, length)
+    filters_t = weight.reshape(groups, c_out_group, depth).transpose(0, 2, 1)
+
+    ws = ctx.workspace
+    go = take(ws, "conv2d.grad_product", (c_out, n, length), x.dtype)
+    grad_bias = take(ws, "conv2d.grad_bias_sum", (c_out,), np.float64)
+    gather_grad_output(grad_output, go, grad_bias)
+
+    cols = ctx.cols
+    chunk_shape = (rows, min(m, n), h_out, w_out)
+    if cols is None:
+        # The forward kept no columns, so its buffer is free to rebuild them in.
+        cols = take(ws, "conv2d.cols", chunk_shape, x.dtype)
+    grad_cols = take(ws, "conv2d.grad_cols", chunk_shape, x.dtype)
+    grad_weight = take_zeros(
+        ws, "conv2d.grad_weight", (groups, c_out_group, depth), x.dtype
+    )
+    partial = take(ws, "conv2d.grad_weight_part", grad_weight.shape, x.dtype)
+    for n_start in range(0, n, m):
+        size = min(m, n - n_start)
+        cols_chunk = _chunk_view(cols, size)
+        if ctx.cols is None:
+            im2col(x, cols_chunk, n_start, *window)
+        go_chunk = go[:, n_start : n_start + size].reshape(
+            groups, c_out_group, size * length
+        )
+        cols_t = cols_chunk.reshape(groups, depth, size * length).transpose(0, 2, 1)
+        np.matmul(go_chunk, cols_t, out=partial)
+        grad_weight += partial
+
+        grad_cols_chunk = _chunk_view(grad_cols, size)
+        np.matmul(
+            filters_t,
+            go_chunk,
+            out=grad_cols_chunk.reshape(groups, depth, size * length),
+        )
+        col2im(grad_cols_chunk, grad_input, n_start, *window)
+    return grad_weight, grad_bias
+
+
+def _direct_backward(
+    grad_output: np.ndarray, ctx: Conv2dContext, grad_input: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Backward pass of a convolution the direct kernel computed.
+
+    Writes ``grad_input``; returns the weight gradient and the float64 bias
+    gradient, both summed over per-sample shares in sample order.
+    """
+    x, weight, ws = ctx.x, ctx.weight, ctx.workspace
+    n, c_out = x.shape[0], weight.shape[0]
+    pad_top, pad_left, dil_h, dil_w = ctx.window[4:]
+    weight_parts = take(ws, "conv2d.grad_weight_parts", (n, *weight.shape), x.dtype)
+    bias_parts = take(ws, "conv2d.grad_bias_parts", (n, c_out), np.float64)
+    conv2d_direct_grad_weight(
+        x, grad_output, weight_parts, bias_parts, pad_top, pad_left, dil_h, dil_w
+    )
+    grad_weight = take(ws, "conv2d.grad_weight", weight.shape, x.dtype)
+    grad_bias = take(ws, "conv2d.grad_bias_sum", (c_out,), np.float64)
+    np.sum(weight_parts, axis=0, out=grad_weight)
+    np.sum(bias_parts, axis=0, out=grad_bias)
+    _direct_grad_input(grad_output, ctx, grad_input)
+    return grad_weight, grad_bias
+
+
 def conv2d_backward(
     grad_output: np.ndarray, ctx: Conv2dContext
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
@@ -447,60 +527,14 @@ def conv2d_backward(
             f"got {grad_output.shape}"
         )
 
-    x, weight, groups, window, m = ctx.x, ctx.weight, ctx.groups, ctx.window, ctx.chunk
-    n, c_in = x.shape[:2]
-    c_out, c_in_group, kh, kw = weight.shape
-    c_out_group = c_out // groups
-    h_out, w_out = ctx.output_shape[-2:]
-    length = h_out * w_out
-    rows = c_in * kh * kw
-    depth = c_in_group * kh * kw
-    grad_output = grad_output.reshape(n, c_out, length)
-    filters_t = weight.reshape(groups, c_out_group, depth).transpose(0, 2, 1)
-
-    ws = ctx.workspace
-    go = take(ws, "conv2d.grad_product", (c_out, n, length), x.dtype)
-    grad_bias = take(ws, "conv2d.grad_bias_sum", (c_out,), np.float64)
-    gather_grad_output(grad_output, go, grad_bias)
-
-    cols = ctx.cols
-    chunk_shape = (rows, min(m, n), h_out, w_out)
-    if cols is None:
-        # The forward kept no columns, so its buffer is free to rebuild them in.
-        cols = take(ws, "conv2d.cols", chunk_shape, x.dtype)
-    if ctx.direct:
-        grad_cols = None
-    else:
-        grad_cols = take(ws, "conv2d.grad_cols", chunk_shape, x.dtype)
-    grad_weight = take_zeros(
-        ws, "conv2d.grad_weight", (groups, c_out_group, depth), x.dtype
-    )
-    partial = take(ws, "conv2d.grad_weight_part", grad_weight.shape, x.dtype)
+    x, ws = ctx.x, ctx.workspace
+    c_out = ctx.weight.shape[0]
     grad_input = take(ws, "conv2d.grad_input", x.shape, x.dtype)
-    for n_start in range(0, n, m):
-        size = min(m, n - n_start)
-        cols_chunk = _chunk_view(cols, size)
-        if ctx.cols is None:
-            im2col(x, cols_chunk, n_start, *window)
-        go_chunk = go[:, n_start : n_start + size].reshape(
-            groups, c_out_group, size * length
-        )
-        cols_t = cols_chunk.reshape(groups, depth, size * length).transpose(0, 2, 1)
-        np.matmul(go_chunk, cols_t, out=partial)
-        grad_weight += partial
-
-        if grad_cols is None:
-            continue
-        grad_cols_chunk = _chunk_view(grad_cols, size)
-        np.matmul(
-            filters_t,
-            go_chunk,
-            out=grad_cols_chunk.reshape(groups, depth, size * length),
-        )
-        col2im(grad_cols_chunk, grad_input, n_start, *window)
-
+    grad_output = grad_output.reshape(x.shape[0], c_out, *ctx.output_shape[-2:])
     if ctx.direct:
-        _direct_grad_input(grad_output, ctx, grad_input)
+        grad_weight, grad_bias = _direct_backward(grad_output, ctx, grad_input)
+    else:
+        grad_weight, grad_bias = _products_backward(grad_output, ctx, grad_input)
 
     if ctx.unbatched:
         grad_input = grad_input[0]
@@ -510,4 +544,4 @@ def conv2d_backward(
         grad_bias = rounded
     else:
         grad_bias = None
-    return grad_input, grad_weight.reshape(weight.shape), grad_bias
+    return grad_input, grad_weight.reshape(ctx.weight.shape), grad_bias

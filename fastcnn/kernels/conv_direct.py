@@ -158,3 +158,119 @@ def conv2d_direct(x, weight, bias, y, pad_top, pad_left, dil_h, dil_w):
                 for oh in range(h_out):
                     for ow in range(w_out):
                         dst[oh, ow] = src[oh * wp + ow] + offset
+
+
+@serial_kernel
+def _dot_row3(grads, row, out, dil_w):
+    """Correlate four output-gradient planes with one input row at 3 offsets.
+
+    ``out[b, j] = sum_q grads[b, q] * row[q + j * dil_w]`` for ``q <
+    grads.shape[1]``: the twelve sums share each load of ``row`` and ``grads``.
+    """
+    length = grads.shape[1]
+    g0 = grads[0]
+    g1 = grads[1]
+    g2 = grads[2]
+    g3 = grads[3]
+    s0 = row[:length]
+    s1 = row[dil_w : dil_w + length]
+    s2 = row[2 * dil_w : 2 * dil_w + length]
+    # Sums in the arrays' dtype.
+    zero = grads.dtype.type(0)
+    t00 = t01 = t02 = t10 = t11 = t12 = zero
+    t20 = t21 = t22 = t30 = t31 = t32 = zero
+    for q in range(length):
+        v0 = s0[q]
+        v1 = s1[q]
+        v2 = s2[q]
+        u = g0[q]
+        t00 += u * v0
+        t01 += u * v1
+        t02 += u * v2
+        u = g1[q]
+        t10 += u * v0
+        t11 += u * v1
+        t12 += u * v2
+        u = g2[q]
+        t20 += u * v0
+        t21 += u * v1
+        t22 += u * v2
+        u = g3[q]
+        t30 += u * v0
+        t31 += u * v1
+        t32 += u * v2
+    out[0, 0], out[0, 1], out[0, 2] = t00, t01, t02
+    out[1, 0], out[1, 1], out[1, 2] = t10, t11, t12
+    out[2, 0], out[2, 1], out[2, 2] = t20, t21, t22
+    out[3, 0], out[3, 1], out[3, 2] = t30, t31, t32
+
+
+@serial_below(1)
+@parallel_kernel
+def conv2d_direct_grad_weight(
+    x, grad_output, weight_parts, bias_parts, pad_top, pad_left, dil_h, dil_w
+):
+    """Per-sample weight and bias gradients of :func:`conv2d_direct`.
+
+    Parameters
+    ----------
+    x : ndarray, shape (N, C_in, H, W)
+        The forward's input, C-contiguous.
+    grad_output : ndarray, shape (N, C_out, H_out, W_out)
+        Gradient with respect to the forward's output, C-contiguous.
+    weight_parts : ndarray, shape (N, C_out, C_in, kH, kW)
+        Output, overwritten: sample n's share of the weight gradient. Summed
+        over n (in any fixed order) it is the weight gradient.
+    bias_parts : ndarray, shape (N, C_out), float64
+        Output, overwritten: sample n's sum of ``grad_output[n, co]``.
+    pad_top, pad_left, dil_h, dil_w : int
+        As in :func:`conv2d_direct`.
+    """
+    n_batch, c_in, h, w = x.shape
+    c_out, kh, kw = weight_parts.shape[1], weight_parts.shape[3], weight_parts.shape[4]
+    h_out, w_out = grad_output.shape[2], grad_output.shape[3]
+    wp = w_out + (kw - 1) * dil_w
+    hp = h_out + (kh - 1) * dil_h
+    length = h_out * wp
+    plane_size = hp * wp + (kw - 1) * dil_w
+
+    # Each iteration owns sample n: weight_parts[n], bias_parts[n] and its scratch.
+    for n in prange(n_batch):
+        planes = np.zeros((c_in, plane_size), dtype=x.dtype)
+        for c in range(c_in):
+            for r in range(h):
+                start = (r + pad_top) * wp + pad_left
+                planes[c, start : start + w] = x[n, c, r]
+
+        # grad_output in the planes' row width; the dropped columns stay 0.
+        grads = np.zeros((c_out, length), dtype=x.dtype)
+        for co in range(c_out):
+            total = 0.0
+            for oh in range(h_out):
+                for ow in range(w_out):
+                    value = grad_output[n, co, oh, ow]
+                    grads[co, oh * wp + ow] = value
+                    total += value
+            bias_parts[n, co] = total
+
+        for co in range(0, c_out, _BLOCK):
+            block = min(_BLOCK, c_out - co)
+            for c in range(c_in):
+                for i in range(kh):
+                    row = planes[c, i * dil_h * wp :]
+                    if block == _BLOCK and kw == 3:
+                        _dot_row3(
+                            grads[co : co + _BLOCK],
+                            row,
+                            weight_parts[n, co : co + _BLOCK, c, i],
+                            dil_w,
+                        )
+                    else:
+                        for b in range(block):
+                            src = grads[co + b]
+                            for j in range(kw):
+                                run = row[j * dil_w : j * dil_w + length]
+                                total = x.dtype.type(0)
+                                for q in range(length):
+                                    total += src[q] * run[q]
+                                weight_parts[n, co + b, c, i, j] = total
