@@ -669,7 +669,7 @@ def test_2x2_kernels_do_not_depend_on_the_blocks(rng, dtype):
             np.testing.assert_array_equal(first, other)
 
 
-def test_2x2_context_keeps_one_byte_per_output(rng):
+def test_2x2_context_keeps_two_bytes_per_output(rng):
     x = rng.normal(size=(2, 3, 8, 6)).astype(np.float32)
 
     _, ctx = F.max_pool2d_forward(x, 2)

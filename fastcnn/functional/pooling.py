@@ -5,8 +5,9 @@ output keeps the layout and the dtype. The work is done by the parallel Numba
 kernels of :mod:`fastcnn.kernels.pooling`, one block of ``(n, c)`` planes per
 thread. 2x2 windows with stride 2 and no padding over an even height and width,
 the pooling of most CNNs, take kernels of their own that read the input once;
-max pooling then keeps, for the backward pass, one byte per output (the
-position of the maximum in its window) instead of a flat index.
+max pooling then keeps, for the backward pass, the position of each maximum
+in its window in one byte (two per output, in the kernels' layout) instead of
+a four-byte flat index.
 
 Every function takes a keyword-only ``workspace``: a
 :class:`~fastcnn.functional.Workspace` whose buffers the outputs, the context's
