@@ -194,3 +194,41 @@ def test_predict_keeps_every_batch(rng):
     at_once = model.predict(x, batch_size=10)
     assert_close(in_batches, at_once, dtype=np.float32)
     assert not np.array_equal(in_batches[0], in_batches[3])
+
+
+def test_steady_training_steps_allocate_nothing_that_grows_with_the_batch(rng):
+    import tracemalloc
+
+    batch = 128
+    x = rng.standard_normal((batch, 1, 28, 28)).astype(np.float32)
+    y = rng.integers(0, 10, size=batch)
+
+    def make_step():
+        model = fastcnn.lenet(rng=0)
+        optimizer = fastcnn.SGD(model, lr=0.01, momentum=0.9)
+        criterion = fastcnn.CrossEntropyLoss()
+
+        def step():
+            optimizer.zero_grad()
+            criterion.forward(model.forward(x), y)
+            model.backward(criterion.backward(), input_gradient=False)
+            optimizer.step()
+
+        return step
+
+    make_step()()  # compile outside the measurement
+    step = make_step()
+    peaks = []
+    tracemalloc.start()
+    try:
+        for _ in range(4):
+            tracemalloc.reset_peak()
+            before = tracemalloc.get_traced_memory()[0]
+            step()
+            peaks.append(tracemalloc.get_traced_memory()[1] - before)
+    finally:
+        tracemalloc.stop()
+    # The input alone is 400 kB; a step that allocated its layers' outputs
+    # would need several MB.
+    assert peaks[0] > 2_000_000
+    assert max(peaks[2:]) < 0.05 * peaks[0], peaks

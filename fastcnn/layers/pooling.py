@@ -146,7 +146,12 @@ class MaxPool2D(_Pool2D):
 
     def _pool_forward(self, x: np.ndarray) -> tuple[np.ndarray, Any]:
         return max_pool2d_forward(
-            x, self.kernel_size, self.stride, self.padding, self.ceil_mode
+            x,
+            self.kernel_size,
+            self.stride,
+            self.padding,
+            self.ceil_mode,
+            workspace=self.workspace,
         )
 
     def _pool_backward(self, grad: np.ndarray, ctx: Any) -> np.ndarray:
@@ -196,6 +201,7 @@ class AvgPool2D(_Pool2D):
             self.padding,
             self.ceil_mode,
             self.count_include_pad,
+            workspace=self.workspace,
         )
 
     def _pool_backward(self, grad: np.ndarray, ctx: Any) -> np.ndarray:
