@@ -232,3 +232,13 @@ def test_steady_training_steps_allocate_nothing_that_grows_with_the_batch(rng):
     # would need several MB.
     assert peaks[0] > 2_000_000
     assert max(peaks[2:]) < 0.05 * peaks[0], peaks
+
+
+@pytest.mark.parametrize("value", [0, 1, None, "no"])
+def test_input_gradient_must_be_a_bool(value):
+    model = _lenet()
+    out = model.forward(np.ones((1, 1, 28, 28), dtype=np.float32))
+    with pytest.raises(TypeError, match="input_gradient must be a bool"):
+        model.backward(np.ones_like(out), input_gradient=value)
+    with pytest.raises(TypeError, match="input_gradient must be a bool"):
+        model.layers[-1].backward(np.ones_like(out), input_gradient=value)
