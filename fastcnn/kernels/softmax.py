@@ -303,9 +303,10 @@ def _maxnum_overload(a, b):
 BLOCK_ELEMENTS = 2048
 
 #: Rows at least this long find their maximum with the vectorised ``maxnum``
-#: reduction and take their exponentials and their sum in one loop per row;
-#: shorter rows compare plainly (cheaper to start) and take their exponentials in
-#: one loop per block of rows (see cross_entropy_index_rows).
+#: reduction (a NaN may or may not come out; the sums that follow turn the row
+#: to NaN either way); shorter rows compare plainly (cheaper to start). In
+#: cross_entropy_index_rows shorter rows also take their exponentials in one
+#: loop per block of rows.
 LONG_ROW = 48
 
 
@@ -328,9 +329,13 @@ def softmax_rows(x, out):
     # Each iteration owns row i of out.
     for i in prange(rows):
         peak = x[i, 0]
-        for j in range(1, k):
-            if x[i, j] > peak:
-                peak = x[i, j]
+        if k >= LONG_ROW:
+            for j in range(1, k):
+                peak = maxnum(peak, x[i, j])
+        else:
+            for j in range(1, k):
+                if x[i, j] > peak:
+                    peak = x[i, j]
         total = x.dtype.type(0)
         for j in range(k):
             e = exp(x[i, j] - peak)
@@ -357,9 +362,13 @@ def log_softmax_rows(x, out):
     # Each iteration owns row i of out.
     for i in prange(rows):
         peak = x[i, 0]
-        for j in range(1, k):
-            if x[i, j] > peak:
-                peak = x[i, j]
+        if k >= LONG_ROW:
+            for j in range(1, k):
+                peak = maxnum(peak, x[i, j])
+        else:
+            for j in range(1, k):
+                if x[i, j] > peak:
+                    peak = x[i, j]
         total = x.dtype.type(0)
         for j in range(k):
             total += exp(x[i, j] - peak)
@@ -580,9 +589,13 @@ def cross_entropy_prob_rows(
     # Each iteration owns row i of losses and of grad.
     for i in prange(n):
         peak = logits[i, 0]
-        for j in range(1, k):
-            if logits[i, j] > peak:
-                peak = logits[i, j]
+        if k >= LONG_ROW:
+            for j in range(1, k):
+                peak = maxnum(peak, logits[i, j])
+        else:
+            for j in range(1, k):
+                if logits[i, j] > peak:
+                    peak = logits[i, j]
         total = logits.dtype.type(0)
         target_sum = logits.dtype.type(0)
         weighted = logits.dtype.type(0)
