@@ -610,6 +610,27 @@ def test_cross_entropy_kernel_parallel_and_serial_give_the_same_bits(
     assert_close(results[0][0], expected, np.float32)
 
 
+@pytest.mark.parametrize("k", [10, 100])
+def test_long_and_short_rows_propagate_nan_and_ignore_minus_inf(rng, k):
+    # Rows of 100 take their maximum with maxnum, which skips a NaN: the NaN must
+    # still reach the whole row, and only that row.
+    logits = rng.normal(size=(3, k))
+    logits[0, k // 2] = np.nan
+    logits[1, k // 3] = -np.inf
+    target = np.array([1, 1, 2])
+
+    loss, grad = F.cross_entropy_with_grad(logits, target, "none")
+    probs = F.softmax(logits)
+    log_probs = F.log_softmax(logits)
+
+    for row_result in (grad, probs, log_probs):
+        assert np.isnan(row_result[0]).all()
+        assert not np.isnan(row_result[1:]).any()
+    assert np.isnan(loss[0]) and np.isfinite(loss[1:]).all()
+    assert probs[1, k // 3] == 0.0 and grad[1, k // 3] == 0.0
+    assert_close(loss[1:], R.cross_entropy(logits[1:], target[1:], "none"))
+
+
 # ---------------------------------------------------------------- workspace
 
 
