@@ -1,14 +1,15 @@
 """Numba kernels for softmax, log-softmax and the fused softmax cross-entropy.
 
 Every row kernel works on C-contiguous 2-D arrays of shape ``(rows, k)``,
-normalising along the last axis, and is parallel over rows: each ``prange``
-iteration reads and writes its own row only, so results do not depend on the
-number of threads. Each row is shifted by its own maximum before ``exp``, never by
-a batch-wide one. Arithmetic is in the arrays' dtype.
+normalising along the last axis, and is parallel over rows (or blocks of rows):
+each ``prange`` iteration reads and writes its own rows only, so results do not
+depend on the number of threads. Each row is shifted by its own maximum before
+``exp``, never by a batch-wide one. Arithmetic is in the arrays' dtype.
 
 The exponentials come from :func:`exp`, written here in plain arithmetic so that
 LLVM vectorises the loops that call it; Numba's ``np.exp`` is a scalar call into
-the C library that no loop around it can vectorise.
+the C library that no loop around it can vectorise. :func:`log` does the same for
+float32, and :func:`maxnum` lets the maximum of a long row vectorise.
 """
 
 from __future__ import annotations
