@@ -525,10 +525,11 @@ SERIAL_WORK_2X2 = 1 << 20
 
 
 class _LargeWorkKernel(SizedKernel):
-    """A :class:`SizedKernel` that runs serially below :data:`SERIAL_WORK_2X2`."""
+    """A :class:`SizedKernel` that runs serially below :data:`SERIAL_WORK_2X2`
+    elements of work, or when asked for a single block (its last argument)."""
 
     def __call__(self, *args):
-        if args[self.work_arg].size < SERIAL_WORK_2X2:
+        if args[self.work_arg].size < SERIAL_WORK_2X2 or args[-1] <= 1:
             return self.serial(*args)
         return self.parallel(*args)
 
