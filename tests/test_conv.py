@@ -487,9 +487,11 @@ def test_direct_kernel_matches_reference(rng, any_width_direct, case, dtype):
         ((4, 1, 28, 28), (8, 1, 3, 3), 1),
         ((3, 8, 14, 14), (16, 8, 3, 3), 1),
         ((2, 5, 9, 12), (6, 5, 3, 3), 0),
+        ((2, 6, 14, 14), (16, 6, 5, 5), 0),
+        ((2, 3, 9, 10), (5, 3, 5, 5), 2),
     ],
 )
-def test_direct_kernel_takes_3x3_stride_one_and_agrees_with_torch(
+def test_direct_kernel_takes_3x3_and_5x5_stride_one_and_agrees_with_torch(
     rng, torch, x_shape, w_shape, padding
 ):
     x, weight, bias = _make(rng, x_shape, w_shape, True)
@@ -520,7 +522,11 @@ def test_padding_wider_than_the_kernel_reach_uses_products(rng):
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize(
     ("w_shape", "kwargs"),
-    [((16, 8, 3, 3), {"padding": 1}), ((16, 8, 5, 3), {"dilation": (1, 2)})],
+    [
+        ((16, 8, 3, 3), {"padding": 1}),
+        ((16, 8, 5, 3), {"dilation": (1, 2)}),
+        ((16, 8, 3, 5), {"padding": 2}),
+    ],
 )
 def test_direct_kernel_one_and_two_threads_identical(
     rng, any_width_direct, dtype, w_shape, kwargs

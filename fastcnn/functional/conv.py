@@ -38,9 +38,11 @@ _CHUNK_BYTES = 1 << 23
 
 #: Kernel widths that stride-1, single-group convolutions compute directly
 #: (:mod:`fastcnn.kernels.conv_direct`) rather than through matrix products: the
-#: direct kernel fuses the taps of a 3-wide kernel row, and measured faster than
-#: the products for every 3x3 workload of the benchmarks, on one thread and two.
-_DIRECT_KERNEL_WIDTHS = (3,)
+#: direct kernels fuse the taps of a 3- or 5-wide kernel row. Measured against
+#: the products on the benchmarks' 3x3 and 5x5 workloads, the direct kernels were
+#: as fast or faster on an idle machine and several times faster on a busy one,
+#: where the products' BLAS threads wait for cores.
+_DIRECT_KERNEL_WIDTHS = (3, 5)
 
 Pair = int | tuple[int, int]
 

@@ -205,6 +205,50 @@ def _dot_row3(grads, row, out, dil_w):
     out[3, 0], out[3, 1], out[3, 2] = t30, t31, t32
 
 
+@serial_kernel
+def _dot_row5(grads, row, out, dil_w):
+    """Like :func:`_dot_row3` for 5 offsets, two gradient planes per pass."""
+    length = grads.shape[1]
+    s0 = row[:length]
+    s1 = row[dil_w : dil_w + length]
+    s2 = row[2 * dil_w : 2 * dil_w + length]
+    s3 = row[3 * dil_w : 3 * dil_w + length]
+    s4 = row[4 * dil_w : 4 * dil_w + length]
+    zero = grads.dtype.type(0)
+    for b in range(0, grads.shape[0], 2):
+        g0 = grads[b]
+        g1 = grads[b + 1]
+        t00 = t01 = t02 = t03 = t04 = zero
+        t10 = t11 = t12 = t13 = t14 = zero
+        for q in range(length):
+            v0 = s0[q]
+            v1 = s1[q]
+            v2 = s2[q]
+            v3 = s3[q]
+            v4 = s4[q]
+            u = g0[q]
+            t00 += u * v0
+            t01 += u * v1
+            t02 += u * v2
+            t03 += u * v3
+            t04 += u * v4
+            u = g1[q]
+            t10 += u * v0
+            t11 += u * v1
+            t12 += u * v2
+            t13 += u * v3
+            t14 += u * v4
+        out[b, 0], out[b, 1], out[b, 2], out[b, 3], out[b, 4] = (
+            t00,
+            t01,
+            t02,
+            t03,
+            t04,
+        )
+        out[b + 1, 0], out[b + 1, 1], out[b + 1, 2] = t10, t11, t12
+        out[b + 1, 3], out[b + 1, 4] = t13, t14
+
+
 @serial_below(1)
 @parallel_kernel
 def conv2d_direct_grad_weight(
@@ -260,6 +304,13 @@ def conv2d_direct_grad_weight(
                     row = planes[c, i * dil_h * wp :]
                     if block == _BLOCK and kw == 3:
                         _dot_row3(
+                            grads[co : co + _BLOCK],
+                            row,
+                            weight_parts[n, co : co + _BLOCK, c, i],
+                            dil_w,
+                        )
+                    elif block == _BLOCK and kw == 5:
+                        _dot_row5(
                             grads[co : co + _BLOCK],
                             row,
                             weight_parts[n, co : co + _BLOCK, c, i],
