@@ -13,8 +13,8 @@ each is reported. The naive references are timed where a call takes seconds, not
 minutes. Start-up is measured in fresh subprocesses, allocation with tracemalloc,
 scaling with 1 and 2 threads (Numba and the BLAS pool both limited).
 
-The script prints a table and writes ``results.json``, ``results.md`` and a bar
-chart ``ratios.png`` (when matplotlib imports) to ``--out``. With
+The script prints a table and, given ``--out``, writes ``results.json``,
+``results.md`` and a bar chart ``ratios.png`` (when matplotlib imports) there. With
 ``--write-results`` it also replaces the generated part of
 ``benchmarks/RESULTS.md`` (between the ``BEGIN GENERATED`` and ``END GENERATED``
 markers), leaving the hand-written sections alone.
@@ -737,7 +737,7 @@ def write_results_md(text: str) -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="5 repetitions")
-    parser.add_argument("--out", type=Path, default=HERE / "results")
+    parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--write-results", action="store_true")
     parser.add_argument("--no-reference", action="store_true")
     parser.add_argument(
@@ -780,10 +780,11 @@ def main(argv: list[str] | None = None) -> None:
     text = markdown(results)
     print()
     print(text)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "results.json").write_text(json.dumps(results, indent=1) + "\n")
-    (args.out / "results.md").write_text(text)
-    chart(results, args.out / "ratios.png")
+    if args.out is not None:
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "results.json").write_text(json.dumps(results, indent=1) + "\n")
+        (args.out / "results.md").write_text(text)
+        chart(results, args.out / "ratios.png")
     if args.write_results:
         write_results_md(text)
 
