@@ -1,9 +1,9 @@
 """Benchmarks of conv2d forward and backward: fastcnn, the naive reference, PyTorch.
 
 Each group ``conv2d_forward:<workload>`` / ``conv2d_backward:<workload>`` times the
-three implementations on the same float32 data. The backward benchmarks time the
-backward pass alone: fastcnn reuses one forward context, PyTorch one retained
-autograd graph.
+three implementations on the same float32 data, fastcnn both allocating afresh and
+reusing a Workspace. The backward benchmarks time the backward pass alone:
+fastcnn reuses one forward context, PyTorch one retained autograd graph.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from conftest import torch_or_skip
 
+from fastcnn.functional import Workspace
 from fastcnn.functional.conv import conv2d, conv2d_backward, conv2d_forward
 from fastcnn.reference import conv as reference
 
@@ -51,6 +52,21 @@ WORKLOADS = {
         "kernel": 5,
         "stride": 1,
         "padding": 0,
+    },
+    # The two convolutions of fastcnn.nets.lenet() at batch 64.
+    "lenet_conv1": {
+        "x": (64, 1, 28, 28),
+        "c_out": 8,
+        "kernel": 3,
+        "stride": 1,
+        "padding": 1,
+    },
+    "lenet_conv2": {
+        "x": (64, 8, 14, 14),
+        "c_out": 16,
+        "kernel": 3,
+        "stride": 1,
+        "padding": 1,
     },
 }
 
@@ -93,6 +109,17 @@ def test_forward_fastcnn(benchmark, name):
 
 
 @pytest.mark.parametrize("name", WORKLOADS)
+def test_forward_fastcnn_workspace(benchmark, name):
+    benchmark.group = f"conv2d_forward:{name}"
+    data = _data(name)
+    ws = Workspace()
+    conv2d(data["x"], data["weight"], data["bias"], **data["args"], workspace=ws)
+    benchmark(
+        conv2d, data["x"], data["weight"], data["bias"], **data["args"], workspace=ws
+    )
+
+
+@pytest.mark.parametrize("name", WORKLOADS)
 def test_forward_reference(benchmark, name):
     benchmark.group = f"conv2d_forward:{name}"
     data = _data(name)
@@ -124,6 +151,18 @@ def test_backward_fastcnn(benchmark, name):
     benchmark.group = f"conv2d_backward:{name}"
     data = _data(name)
     _, ctx = conv2d_forward(data["x"], data["weight"], data["bias"], **data["args"])
+    conv2d_backward(data["grad"], ctx)
+    benchmark(conv2d_backward, data["grad"], ctx)
+
+
+@pytest.mark.parametrize("name", WORKLOADS)
+def test_backward_fastcnn_workspace(benchmark, name):
+    benchmark.group = f"conv2d_backward:{name}"
+    data = _data(name)
+    ws = Workspace()
+    _, ctx = conv2d_forward(
+        data["x"], data["weight"], data["bias"], **data["args"], workspace=ws
+    )
     conv2d_backward(data["grad"], ctx)
     benchmark(conv2d_backward, data["grad"], ctx)
 
