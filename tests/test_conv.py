@@ -552,3 +552,19 @@ def test_direct_kernel_one_and_two_threads_identical(
     assert ctx.direct and min(y.size, x.size) >= 1 << 15
     for single, double in zip(*results, strict=True):
         np.testing.assert_array_equal(single, double, strict=True)
+
+
+@pytest.mark.parametrize("shares", [1, 2, 4])
+def test_direct_weight_gradient_in_any_number_of_shares(rng, monkeypatch, shares):
+    # 5 samples in 1, 2 or 4 shares of ceil(5 / shares): with 4, the last is empty.
+    monkeypatch.setattr(conv_module, "_GRAD_SHARES", shares)
+    x, weight, bias = _make(rng, (5, 3, 8, 9), (5, 3, 3, 3), True)
+    y, ctx = conv2d_forward(x, weight, bias, padding=1)
+    grad_output = rng.standard_normal(y.shape)
+
+    grads = conv2d_backward(grad_output, ctx)
+
+    assert ctx.direct
+    expected = reference.conv2d_backward(grad_output, x, weight, bias, padding=1)
+    for actual, wanted in zip(grads, expected, strict=True):
+        assert_close(actual, wanted)

@@ -44,6 +44,11 @@ _CHUNK_BYTES = 1 << 23
 #: where the products' BLAS threads wait for cores.
 _DIRECT_KERNEL_WIDTHS = (3, 5)
 
+#: Shares of the batch whose weight gradients the direct backward pass sums at
+#: the end: enough to keep two or four threads busy, few enough that the shares
+#: stay small (each is as large as the weight).
+_GRAD_SHARES = 8
+
 Pair = int | tuple[int, int]
 
 
@@ -462,13 +467,19 @@ def _direct_backward(
     """Backward pass of a convolution the direct kernel computed.
 
     Writes ``grad_input``; returns the weight gradient and the float64 bias
-    gradient, both summed over per-sample shares in sample order.
+    gradient, both summed in order over the shares of :data:`_GRAD_SHARES`
+    runs of consecutive samples (fewer for smaller batches). The number of
+    shares depends on the batch alone, so the sums are the same for any thread
+    count.
     """
     x, weight, ws = ctx.x, ctx.weight, ctx.workspace
     n, c_out = x.shape[0], weight.shape[0]
     pad_top, pad_left, dil_h, dil_w = ctx.window[4:]
-    weight_parts = take(ws, "conv2d.grad_weight_parts", (n, *weight.shape), x.dtype)
-    bias_parts = take(ws, "conv2d.grad_bias_parts", (n, c_out), np.float64)
+    shares = min(n, _GRAD_SHARES)
+    weight_parts = take(
+        ws, "conv2d.grad_weight_parts", (shares, *weight.shape), x.dtype
+    )
+    bias_parts = take(ws, "conv2d.grad_bias_parts", (shares, c_out), np.float64)
     conv2d_direct_grad_weight(
         x, grad_output, weight_parts, bias_parts, pad_top, pad_left, dil_h, dil_w
     )

@@ -164,7 +164,7 @@ def conv2d_direct(x, weight, bias, y, pad_top, pad_left, dil_h, dil_w):
 def _dot_row3(grads, row, out, dil_w):
     """Correlate four output-gradient planes with one input row at 3 offsets.
 
-    ``out[b, j] = sum_q grads[b, q] * row[q + j * dil_w]`` for ``q <
+    ``out[b, j] += sum_q grads[b, q] * row[q + j * dil_w]`` for ``q <
     grads.shape[1]``: the twelve sums share each load of ``row`` and ``grads``.
     """
     length = grads.shape[1]
@@ -199,10 +199,18 @@ def _dot_row3(grads, row, out, dil_w):
         t30 += u * v0
         t31 += u * v1
         t32 += u * v2
-    out[0, 0], out[0, 1], out[0, 2] = t00, t01, t02
-    out[1, 0], out[1, 1], out[1, 2] = t10, t11, t12
-    out[2, 0], out[2, 1], out[2, 2] = t20, t21, t22
-    out[3, 0], out[3, 1], out[3, 2] = t30, t31, t32
+    out[0, 0] += t00
+    out[0, 1] += t01
+    out[0, 2] += t02
+    out[1, 0] += t10
+    out[1, 1] += t11
+    out[1, 2] += t12
+    out[2, 0] += t20
+    out[2, 1] += t21
+    out[2, 2] += t22
+    out[3, 0] += t30
+    out[3, 1] += t31
+    out[3, 2] += t32
 
 
 @serial_kernel
@@ -238,15 +246,72 @@ def _dot_row5(grads, row, out, dil_w):
             t12 += u * v2
             t13 += u * v3
             t14 += u * v4
-        out[b, 0], out[b, 1], out[b, 2], out[b, 3], out[b, 4] = (
-            t00,
-            t01,
-            t02,
-            t03,
-            t04,
-        )
-        out[b + 1, 0], out[b + 1, 1], out[b + 1, 2] = t10, t11, t12
-        out[b + 1, 3], out[b + 1, 4] = t13, t14
+        out[b, 0] += t00
+        out[b, 1] += t01
+        out[b, 2] += t02
+        out[b, 3] += t03
+        out[b, 4] += t04
+        out[b + 1, 0] += t10
+        out[b + 1, 1] += t11
+        out[b + 1, 2] += t12
+        out[b + 1, 3] += t13
+        out[b + 1, 4] += t14
+
+
+@serial_kernel
+def _add_sample_grads(
+    x, grad_output, weight_part, bias_part, pad_top, pad_left, dil_h, dil_w
+):
+    """Add one sample's weight and bias gradients to ``weight_part``, ``bias_part``.
+
+    ``x`` is the sample's (C_in, H, W) input, ``grad_output`` its (C_out, H_out,
+    W_out) output gradient; the other arguments are as in
+    :func:`conv2d_direct_grad_weight`, without the leading share axis.
+    """
+    c_in, h, w = x.shape
+    c_out, kh, kw = weight_part.shape[0], weight_part.shape[2], weight_part.shape[3]
+    h_out, w_out = grad_output.shape[1], grad_output.shape[2]
+    wp = w_out + (kw - 1) * dil_w
+    hp = h_out + (kh - 1) * dil_h
+    length = h_out * wp
+    plane_size = hp * wp + (kw - 1) * dil_w
+
+    planes = np.zeros((c_in, plane_size), dtype=x.dtype)
+    for c in range(c_in):
+        for r in range(h):
+            start = (r + pad_top) * wp + pad_left
+            planes[c, start : start + w] = x[c, r]
+
+    # grad_output in the planes' row width; the dropped columns stay 0.
+    grads = np.zeros((c_out, length), dtype=x.dtype)
+    for co in range(c_out):
+        total = 0.0
+        for oh in range(h_out):
+            for ow in range(w_out):
+                value = grad_output[co, oh, ow]
+                grads[co, oh * wp + ow] = value
+                total += value
+        bias_part[co] += total
+
+    for co in range(0, c_out, _BLOCK):
+        block = min(_BLOCK, c_out - co)
+        for c in range(c_in):
+            for i in range(kh):
+                row = planes[c, i * dil_h * wp :]
+                taps = weight_part[co : co + block, c, i]
+                if block == _BLOCK and kw == 3:
+                    _dot_row3(grads[co : co + _BLOCK], row, taps, dil_w)
+                elif block == _BLOCK and kw == 5:
+                    _dot_row5(grads[co : co + _BLOCK], row, taps, dil_w)
+                else:
+                    for b in range(block):
+                        src = grads[co + b]
+                        for j in range(kw):
+                            run = row[j * dil_w : j * dil_w + length]
+                            total = x.dtype.type(0)
+                            for q in range(length):
+                                total += src[q] * run[q]
+                            taps[b, j] += total
 
 
 @serial_below(1)
@@ -254,7 +319,7 @@ def _dot_row5(grads, row, out, dil_w):
 def conv2d_direct_grad_weight(
     x, grad_output, weight_parts, bias_parts, pad_top, pad_left, dil_h, dil_w
 ):
-    """Per-sample weight and bias gradients of :func:`conv2d_direct`.
+    """Weight and bias gradients of :func:`conv2d_direct`, in shares of samples.
 
     Parameters
     ----------
@@ -262,66 +327,31 @@ def conv2d_direct_grad_weight(
         The forward's input, C-contiguous.
     grad_output : ndarray, shape (N, C_out, H_out, W_out)
         Gradient with respect to the forward's output, C-contiguous.
-    weight_parts : ndarray, shape (N, C_out, C_in, kH, kW)
-        Output, overwritten: sample n's share of the weight gradient. Summed
-        over n (in any fixed order) it is the weight gradient.
-    bias_parts : ndarray, shape (N, C_out), float64
-        Output, overwritten: sample n's sum of ``grad_output[n, co]``.
+    weight_parts : ndarray, shape (G, C_out, C_in, kH, kW)
+        Output, overwritten: share g is the weight gradient of samples ``g * S
+        .. g * S + S - 1`` (``S = ceil(N / G)``), added in sample order. Summed
+        over g (in any fixed order) it is the weight gradient.
+    bias_parts : ndarray, shape (G, C_out), float64
+        Output, overwritten: the same samples' sums of ``grad_output[n, co]``.
     pad_top, pad_left, dil_h, dil_w : int
         As in :func:`conv2d_direct`.
     """
-    n_batch, c_in, h, w = x.shape
-    c_out, kh, kw = weight_parts.shape[1], weight_parts.shape[3], weight_parts.shape[4]
-    h_out, w_out = grad_output.shape[2], grad_output.shape[3]
-    wp = w_out + (kw - 1) * dil_w
-    hp = h_out + (kh - 1) * dil_h
-    length = h_out * wp
-    plane_size = hp * wp + (kw - 1) * dil_w
+    n_batch = x.shape[0]
+    shares = weight_parts.shape[0]
+    per_share = -(-n_batch // shares) if shares > 0 else 0
 
-    # Each iteration owns sample n: weight_parts[n], bias_parts[n] and its scratch.
-    for n in prange(n_batch):
-        planes = np.zeros((c_in, plane_size), dtype=x.dtype)
-        for c in range(c_in):
-            for r in range(h):
-                start = (r + pad_top) * wp + pad_left
-                planes[c, start : start + w] = x[n, c, r]
-
-        # grad_output in the planes' row width; the dropped columns stay 0.
-        grads = np.zeros((c_out, length), dtype=x.dtype)
-        for co in range(c_out):
-            total = 0.0
-            for oh in range(h_out):
-                for ow in range(w_out):
-                    value = grad_output[n, co, oh, ow]
-                    grads[co, oh * wp + ow] = value
-                    total += value
-            bias_parts[n, co] = total
-
-        for co in range(0, c_out, _BLOCK):
-            block = min(_BLOCK, c_out - co)
-            for c in range(c_in):
-                for i in range(kh):
-                    row = planes[c, i * dil_h * wp :]
-                    if block == _BLOCK and kw == 3:
-                        _dot_row3(
-                            grads[co : co + _BLOCK],
-                            row,
-                            weight_parts[n, co : co + _BLOCK, c, i],
-                            dil_w,
-                        )
-                    elif block == _BLOCK and kw == 5:
-                        _dot_row5(
-                            grads[co : co + _BLOCK],
-                            row,
-                            weight_parts[n, co : co + _BLOCK, c, i],
-                            dil_w,
-                        )
-                    else:
-                        for b in range(block):
-                            src = grads[co + b]
-                            for j in range(kw):
-                                run = row[j * dil_w : j * dil_w + length]
-                                total = x.dtype.type(0)
-                                for q in range(length):
-                                    total += src[q] * run[q]
-                                weight_parts[n, co + b, c, i, j] = total
+    # Each iteration owns share g: weight_parts[g], bias_parts[g] and its scratch.
+    for g in prange(shares):
+        weight_parts[g] = 0
+        bias_parts[g] = 0
+        for n in range(g * per_share, min(n_batch, (g + 1) * per_share)):
+            _add_sample_grads(
+                x[n],
+                grad_output[n],
+                weight_parts[g],
+                bias_parts[g],
+                pad_top,
+                pad_left,
+                dil_h,
+                dil_w,
+            )
