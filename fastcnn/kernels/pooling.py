@@ -5,21 +5,26 @@ Every kernel works on C-contiguous stacks of planes: ``x`` of shape
 w_out)``. Output ``(oh, ow)`` pools the window whose top-left corner is input
 ``(oh * sh - ph, ow * sw - pw)``.
 
-Each plane is first embedded in a padded plane of ``hp x wp`` cells that holds
-every window whole: the padding, plus the cells beyond it that ``ceil_mode`` may
-add, are ``-inf`` for max pooling and 0 for average pooling (when there are none
-the input plane is used as it is). Windows are then reduced by passes over the
-whole flattened padded plane, each a long branch-free loop that LLVM vectorises:
-first the ``kw`` elements of a row that start at every flat position, then the
-``kh`` such row results a row (``wp`` positions) apart. Positions whose window
-would wrap around a row end are computed too but never read. A table of the
-top-left position of every output's window then moves the results to the
-output.
+The general kernels first embed each plane in a padded plane of ``hp x wp``
+cells that holds every window whole: the padding, plus the cells beyond it that
+``ceil_mode`` may add, are ``-inf`` for max pooling and 0 for average pooling
+(when there are none the input plane is used as it is). Windows are then
+reduced by passes over the whole flattened padded plane, each a long
+branch-free loop that LLVM vectorises: first the ``kw`` elements of a row that
+start at every flat position, then the ``kh`` such row results a row (``wp``
+positions) apart. Positions whose window would wrap around a row end are
+computed too but never read. A table of the top-left position of every
+output's window then moves the results to the output.
 
 The parallel kernels split the planes into blocks, one ``prange`` iteration
 each: an iteration owns whole planes of the output and its own scratch buffers,
 so results do not depend on the number of threads or blocks. Arithmetic is in
 the arrays' dtype.
+
+2x2 windows with stride 2 and no padding over even heights and widths have
+kernels of their own (the ``*_2x2_*`` kernels at the end of this module), which
+read the input once, without a padded copy, and split output rows rather than
+planes among the threads.
 """
 
 from __future__ import annotations
