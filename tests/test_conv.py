@@ -568,3 +568,24 @@ def test_direct_weight_gradient_in_any_number_of_shares(rng, monkeypatch, shares
     expected = reference.conv2d_backward(grad_output, x, weight, bias, padding=1)
     for actual, wanted in zip(grads, expected, strict=True):
         assert_close(actual, wanted)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", CASES.values(), ids=CASES.keys())
+def test_products_path_matches_reference(rng, monkeypatch, case, dtype):
+    # Every case through the column matrix, the stride-1 ones included.
+    monkeypatch.setattr(conv_module, "_DIRECT_KERNEL_WIDTHS", ())
+    x_shape, w_shape, kwargs, with_bias = case
+    x, weight, bias = _make(rng, x_shape, w_shape, with_bias, dtype)
+    y, ctx = conv2d_forward(x, weight, bias, **kwargs)
+    grad_output = rng.standard_normal(y.shape).astype(dtype)
+    grads = conv2d_backward(grad_output, ctx)
+
+    assert not ctx.direct
+    assert_close(y, reference.conv2d(x, weight, bias, **kwargs), dtype=dtype)
+    expected = reference.conv2d_backward(grad_output, x, weight, bias, **kwargs)
+    for actual, wanted in zip(grads, expected, strict=True):
+        if wanted is None:
+            assert actual is None
+        else:
+            assert_close(actual, wanted, dtype=dtype)
