@@ -144,6 +144,14 @@ def test_kernels_read_only_constants_of_their_own_file():
                     elif called is not target:
                         problems.append(f"{where} calls the Python wrapper of {used}")
                     continue
+                if (
+                    inspect.isfunction(target)
+                    and inspect.getsourcefile(target) == source_file
+                ):
+                    # A function of the same file given a compiled overload
+                    # there (fastcnn's vectorisable exp, say): edited, it
+                    # changes the file, which invalidates the cache entry.
+                    continue
                 if used in constants and used.isupper():
                     if not _documented(lines, constants[used]):
                         problems.append(f"{where}: constant {used} has no comment")
