@@ -242,3 +242,19 @@ def test_input_gradient_must_be_a_bool(value):
         model.backward(np.ones_like(out), input_gradient=value)
     with pytest.raises(TypeError, match="input_gradient must be a bool"):
         model.layers[-1].backward(np.ones_like(out), input_gradient=value)
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 8, 8), (2, 3, 9, 9)])
+def test_a_context_overwritten_by_a_later_forward_call_is_refused(rng, shape):
+    x = rng.standard_normal(shape)
+    g = rng.standard_normal(F.max_pool2d(x, 2).shape)
+    ws = Workspace()
+    _, first = F.max_pool2d_forward(x, 2, workspace=ws)
+    _, second = F.max_pool2d_forward(-x, 2, workspace=ws)
+    with pytest.raises(RuntimeError, match="ctx is out of date"):
+        F.max_pool2d_backward(g, first)
+    # The newest context still works, and gives the fresh-array answer.
+    _, fresh = F.max_pool2d_forward(-x, 2)
+    np.testing.assert_array_equal(
+        F.max_pool2d_backward(g, second), F.max_pool2d_backward(g, fresh)
+    )

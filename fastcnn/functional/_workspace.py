@@ -44,6 +44,10 @@ class Workspace:
 
     def __init__(self) -> None:
         self._buffers: dict[str, np.ndarray] = {}
+        # How many times each name has been taken: a forward context records
+        # the counts of the arrays it keeps, and its backward pass refuses to
+        # run once a later call has taken (and so overwritten) one of them.
+        self._takes: dict[str, int] = {}
 
     def take(self, name: str, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
         """An uninitialised C-contiguous array of ``shape`` and ``dtype``.
@@ -70,11 +74,13 @@ class Workspace:
         if buffer is None or buffer.dtype != dtype or buffer.size < size:
             buffer = np.empty(size, dtype=dtype)
             self._buffers[name] = buffer
+        self._takes[name] = self._takes.get(name, 0) + 1
         return buffer[:size].reshape(shape)
 
     def clear(self) -> None:
         """Drop every buffer (the memory is freed once nothing else holds it)."""
         self._buffers.clear()
+        self._takes = {name: count + 1 for name, count in self._takes.items()}
 
     @property
     def nbytes(self) -> int:
@@ -113,3 +119,27 @@ def check_workspace(workspace: object) -> Workspace | None:
             f"got {type(workspace).__name__}"
         )
     return workspace
+
+
+def stamp(workspace: Workspace | None, *names: str) -> tuple | None:
+    """Record which takes of ``names`` a forward context's arrays come from."""
+    if workspace is None:
+        return None
+    return names, tuple(workspace._takes.get(name, 0) for name in names)
+
+
+def check_current(workspace: Workspace | None, recorded: tuple | None, op: str) -> None:
+    """Raise RuntimeError if a later call has overwritten a context's arrays.
+
+    ``recorded`` is what :func:`stamp` returned when the forward pass of ``op``
+    took them.
+    """
+    if workspace is None or recorded is None:
+        return
+    names, counts = recorded
+    if tuple(workspace._takes.get(name, 0) for name in names) != counts:
+        raise RuntimeError(
+            f"ctx is out of date: a later {op}_forward call with the same "
+            "workspace has overwritten the arrays it refers to; run the backward "
+            "pass before the next forward call, or give each call its own Workspace"
+        )

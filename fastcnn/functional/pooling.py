@@ -30,7 +30,13 @@ import numpy as np
 
 from fastcnn._config import get_num_threads
 from fastcnn._validation import check_array, check_pair
-from fastcnn.functional._workspace import Workspace, check_workspace, take
+from fastcnn.functional._workspace import (
+    Workspace,
+    check_current,
+    check_workspace,
+    stamp,
+    take,
+)
 from fastcnn.kernels import pooling as kernels
 
 __all__ = [
@@ -110,12 +116,16 @@ class MaxPool2dContext:
     workspace : Workspace or None
         The forward pass's workspace, which the backward pass takes its
         gradient from.
+    stamp : tuple or None
+        Which take of the workspace ``indices`` came from, so that the backward
+        pass can refuse a context whose indices a later forward call overwrote.
     """
 
     indices: np.ndarray
     window: _Window
     dtype: np.dtype
     workspace: Workspace | None = None
+    stamp: tuple | None = None
 
 
 @dataclass(frozen=True)
@@ -305,7 +315,8 @@ def max_pool2d_forward(
     h_out, w_out = window.output_shape[-2:]
     if window.halves:
         shape = (planes * h_out, 2, w_out)
-        indices = take(workspace, "max_pool2d.positions", shape, np.uint8)
+        indices_name = "max_pool2d.positions"
+        indices = take(workspace, indices_name, shape, np.uint8)
         if planes > 0:
             kernels.max_pool2d_2x2_forward(
                 _planes(x), _planes(y), indices, get_num_threads()
@@ -314,12 +325,14 @@ def max_pool2d_forward(
         large = x.shape[-2] * x.shape[-1] > _INT32_LIMIT
         index_dtype = np.int64 if large else np.int32
         shape = (planes, h_out, w_out)
-        indices = take(workspace, "max_pool2d.indices", shape, index_dtype)
+        indices_name = "max_pool2d.indices"
+        indices = take(workspace, indices_name, shape, index_dtype)
         if planes > 0:
             kernels.max_pool2d_forward(
                 _planes(x), *window.arguments, _planes(y), indices, get_num_threads()
             )
-    return y, MaxPool2dContext(indices, window, x.dtype, workspace)
+    recorded = stamp(workspace, indices_name)
+    return y, MaxPool2dContext(indices, window, x.dtype, workspace, recorded)
 
 
 def max_pool2d(
@@ -407,6 +420,7 @@ def max_pool2d_backward(grad_output: np.ndarray, ctx: MaxPool2dContext) -> np.nd
         )
     window = ctx.window
     grad_output = _check_grad_output(grad_output, window, ctx.dtype)
+    check_current(ctx.workspace, ctx.stamp, "max_pool2d")
 
     grad_input = take(
         ctx.workspace, "max_pool2d.grad_input", window.input_shape, ctx.dtype
