@@ -457,7 +457,7 @@ def test_workspace_of_the_wrong_type_raises(bad):
 
 @pytest.fixture
 def any_width_direct(monkeypatch):
-    """Let the direct kernel take stride-1 single-group convolutions of any width."""
+    """Let the direct kernels take stride-1 single-group convolutions of any width."""
     monkeypatch.setattr(conv_module, "_DIRECT_KERNEL_WIDTHS", tuple(range(1, 8)))
 
 
@@ -491,8 +491,8 @@ def test_direct_kernel_matches_reference(rng, any_width_direct, case, dtype):
         ((2, 3, 9, 10), (5, 3, 5, 5), 2),
     ],
 )
-def test_direct_kernel_takes_3x3_and_5x5_stride_one_and_agrees_with_torch(
-    rng, torch, x_shape, w_shape, padding
+def test_direct_kernel_agrees_with_torch(
+    rng, torch, any_width_direct, x_shape, w_shape, padding
 ):
     x, weight, bias = _make(rng, x_shape, w_shape, True)
     y, ctx = conv2d_forward(x, weight, bias, padding=padding)
@@ -505,6 +505,13 @@ def test_direct_kernel_takes_3x3_and_5x5_stride_one_and_agrees_with_torch(
     assert_close(y, y_torch.detach().numpy())
     for actual, wanted in zip(grads, grads_torch, strict=True):
         assert_close(actual, wanted.numpy())
+
+
+def test_3x3_stride_one_takes_the_direct_kernel_and_5x5_the_products(rng):
+    x, weight, _ = _make(rng, (2, 3, 9, 9), (4, 3, 3, 3), False)
+    assert conv2d_forward(x, weight, padding=1)[1].direct
+    x, weight, _ = _make(rng, (2, 3, 9, 9), (4, 3, 5, 5), False)
+    assert not conv2d_forward(x, weight)[1].direct
 
 
 def test_padding_wider_than_the_kernel_reach_uses_products(rng):

@@ -37,12 +37,12 @@ __all__ = ["Conv2dContext", "conv2d", "conv2d_backward", "conv2d_forward"]
 _CHUNK_BYTES = 1 << 23
 
 #: Kernel widths that stride-1, single-group convolutions compute directly
-#: (:mod:`fastcnn.kernels.conv_direct`) rather than through matrix products: the
-#: direct kernels fuse the taps of a 3- or 5-wide kernel row. Measured against
-#: the products on the benchmarks' 3x3 and 5x5 workloads, the direct kernels were
-#: as fast or faster on an idle machine and several times faster on a busy one,
-#: where the products' BLAS threads wait for cores.
-_DIRECT_KERNEL_WIDTHS = (3, 5)
+#: (:mod:`fastcnn.kernels.conv_direct`) rather than through matrix products.
+#: Measured on the benchmarks' workloads (one thread, interleaved), the direct
+#: kernels beat the products on every 3x3 convolution, forward and backward, but
+#: not on the 5x5 one (narrow 10x10 outputs: 40% of each computed row dropped),
+#: which stays with the products.
+_DIRECT_KERNEL_WIDTHS = (3,)
 
 #: Shares of the batch whose weight gradients the direct backward pass sums at
 #: the end: enough to keep two or four threads busy, few enough that the shares
