@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from fastcnn._validation import check_int, check_pair
+from fastcnn.init import as_generator
 from fastcnn.layers import Conv2D, Dense, Flatten, MaxPool2D, Normalize, ReLU
 from fastcnn.models import Sequential
 
@@ -29,10 +31,10 @@ def lenet(
     in_channels : int
         Channels of the input images (1 for MNIST).
     image_size : int or (int, int)
-        Height and width of the input images; each must be divisible by 4.
+        Height and width of the input images; each a positive multiple of 4.
     num_classes : int
         Number of output logits.
-    channels : (int, int)
+    channels : int or (int, int)
         Output channels of the two convolutions.
     hidden : int
         Width of the hidden dense layer.
@@ -50,12 +52,26 @@ def lenet(
         The untrained model, taking ``(N, in_channels, H, W)`` and returning
         ``(N, num_classes)`` logits.
     """
-    h, w = (image_size, image_size) if np.ndim(image_size) == 0 else image_size
-    if h % 4 or w % 4 or h < 4 or w < 4:
-        raise ValueError(f"image_size must be positive multiples of 4, got {(h, w)}")
-    rng = np.random.default_rng(rng)
-    c1, c2 = channels
-    first = [] if normalize is None else [Normalize(*normalize)]
+    in_channels = check_int(in_channels, "in_channels", minimum=1)
+    h, w = check_pair(image_size, "image_size", minimum=4)
+    if h % 4 or w % 4:
+        raise ValueError(f"image_size must be multiples of 4, got {(h, w)}")
+    num_classes = check_int(num_classes, "num_classes", minimum=1)
+    c1, c2 = check_pair(channels, "channels", minimum=1)
+    hidden = check_int(hidden, "hidden", minimum=1)
+    rng = as_generator(rng)
+    first = []
+    if normalize is not None:
+        if not isinstance(normalize, (tuple, list)):
+            raise TypeError(
+                "normalize must be a pair (mean, std) or None, got "
+                f"{type(normalize).__name__} {normalize!r:.80}"
+            )
+        if len(normalize) != 2:
+            raise ValueError(
+                f"normalize must be a pair (mean, std), got {len(normalize)} values"
+            )
+        first = [Normalize(*normalize)]
     return Sequential(
         [
             *first,

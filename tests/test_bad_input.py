@@ -1454,3 +1454,26 @@ def test_a_list_passed_as_an_array_is_not_echoed_whole():
     with pytest.raises(TypeError, match=r"x must be a numpy\.ndarray") as info:
         functional.conv2d(batch, np.zeros((4, 1, 3, 3), np.float32))
     assert len(str(info.value)) < 200
+
+
+LENET_BAD = [
+    ({"image_size": "28"}, TypeError, "image_size must be an int or a pair of ints"),
+    ({"image_size": (28,)}, ValueError, "image_size must be an int or a pair"),
+    ({"image_size": 30}, ValueError, r"image_size must be multiples of 4, got \(30"),
+    ({"in_channels": True}, TypeError, "in_channels must be an int, got bool"),
+    ({"num_classes": 0}, ValueError, "num_classes must be >= 1, got 0"),
+    ({"channels": (8, 0)}, ValueError, r"channels must be >= 1, got \(8, 0\)"),
+    ({"hidden": -1}, ValueError, "hidden must be >= 1, got -1"),
+    ({"normalize": 5}, TypeError, "normalize must be a pair"),
+    ({"normalize": (1, 2, 3)}, ValueError, "normalize must be a pair .* 3 values"),
+    ({"rng": 1.5}, TypeError, "rng must be an int seed"),
+    ({"rng": -1}, ValueError, "rng must be a non-negative seed, got -1"),
+]
+
+
+@pytest.mark.parametrize(("kwargs", "error", "match"), LENET_BAD)
+def test_lenet_names_the_bad_argument(kwargs, error, match):
+    import fastcnn
+
+    with pytest.raises(error, match=match):
+        fastcnn.lenet(**kwargs)
