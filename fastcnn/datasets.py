@@ -21,6 +21,7 @@ without it.
 from __future__ import annotations
 
 import gzip
+import hashlib
 import logging
 import math
 import os
@@ -394,9 +395,12 @@ def _download(
                     progressbar=progress,
                 )
             except Exception as exc:
+                # pooch reports a hash mismatch as a ValueError naming the hash;
+                # a bad address is a ValueError too.
+                mismatch = isinstance(exc, ValueError) and "hash" in str(exc)
                 reason = (
                     "its checksum did not match the known one, so it was discarded"
-                    if isinstance(exc, ValueError)
+                    if mismatch
                     else f"{type(exc).__name__}: {exc}"
                 )
                 raise DownloadError(
@@ -408,6 +412,28 @@ def _download(
 
 
 # ---------------------------------------------------------------- loaders
+
+
+def _check_not_another_dataset(dataset: str, path: Path) -> None:
+    """Raise ValueError if ``path`` is, byte for byte, another data set's file.
+
+    Only the published gzip files have known checksums: other files are read as
+    they are.
+    """
+    others = {
+        other: sums[path.name]
+        for other, sums in CHECKSUMS.items()
+        if other != dataset and path.name in sums
+    }
+    if not others:
+        return
+    digest = "md5:" + hashlib.md5(path.read_bytes()).hexdigest()
+    for other, known in others.items():
+        if digest == known:
+            raise ValueError(
+                f"{path} is the {other} data set's {path.name}, not {dataset}'s; "
+                f"point data_dir at the {dataset} files"
+            )
 
 
 def _load_idx_dataset(
@@ -433,6 +459,8 @@ def _load_idx_dataset(
         _download(dataset, folder, origin, missing, url, progress)
 
     images_path, labels_path = (_find(folder, stem) for stem in stems)
+    for path in (images_path, labels_path):
+        _check_not_another_dataset(dataset, path)
     images = _parse_idx(_idx_bytes(images_path), images_path, _IMAGES_MAGIC)
     labels = _parse_idx(_idx_bytes(labels_path), labels_path, _LABELS_MAGIC)
     if images.shape[1:] != _IMAGE_SIZE:

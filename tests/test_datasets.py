@@ -747,3 +747,25 @@ def test_one_hot_of_no_labels_is_empty():
 def test_one_hot_validates_its_arguments(labels, num_classes, error, message):
     with pytest.raises(error, match=message):
         one_hot(labels, num_classes)
+
+
+def test_an_address_pooch_cannot_use_is_not_called_a_checksum_mismatch(
+    tmp_path, pooch_module
+):
+    with pytest.raises(DownloadError) as info:
+        load_mnist("test", tmp_path / "target", base_url="notaurl")
+    message = str(info.value)
+    assert "notaurl" in message
+    assert "checksum" not in message
+
+
+def test_the_files_of_another_data_set_are_refused(tmp_path, real_mnist):
+    folder = tmp_path / "fashion"
+    folder.mkdir()
+    for name in ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"):
+        (folder / name).symlink_to(real_mnist / name)
+
+    with pytest.raises(ValueError, match="is the mnist data set's t10k-images"):
+        load_fashion_mnist("test", folder, download=False)
+    x, _ = load_mnist("test[:5]", folder, download=False)
+    assert x.shape == (5, 1, 28, 28)
