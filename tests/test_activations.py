@@ -225,3 +225,31 @@ ERRORS = [
 def test_bad_arguments_raise_naming_the_argument(call, error, match):
     with pytest.raises(error, match=match):
         call()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_parallel_and_serial_compiles_give_the_same_bits(rng, dtype):
+    # Calls below ELEMENTWISE_SERIAL_WORK never reach the parallel compile
+    # through the wrappers; compare the two compiles directly.
+    from fastcnn.kernels import activations as kernels
+
+    x = rng.standard_normal(5000).astype(dtype)
+    x[::7] = 0.0
+    g = rng.standard_normal(5000).astype(dtype)
+    calls = {
+        "relu_flat": (x,),
+        "relu_backward_flat": (g, x),
+        "leaky_relu_flat": (x, 0.1),
+        "leaky_relu_backward_flat": (g, x, 0.1),
+        "sigmoid_flat": (x,),
+        "sigmoid_backward_flat": (g, x),
+        "tanh_flat": (x,),
+        "tanh_backward_flat": (g, x),
+    }
+    for name, args in calls.items():
+        kernel = getattr(kernels, name)
+        serial, parallel = np.empty_like(x), np.empty_like(x)
+        kernel.serial(*args, serial)
+        kernel.parallel(*args, parallel)
+        np.testing.assert_array_equal(parallel, serial, err_msg=name)
+        assert kernel.threshold == kernels.ELEMENTWISE_SERIAL_WORK

@@ -39,7 +39,9 @@ class SizedKernel:
         The Python source of both.
     """
 
-    def __init__(self, kernel: Callable, work_arg: int) -> None:
+    def __init__(
+        self, kernel: Callable, work_arg: int, threshold: int = SERIAL_WORK
+    ) -> None:
         source = kernel.py_func
         twin = types.FunctionType(
             source.__code__,
@@ -56,13 +58,14 @@ class SizedKernel:
         self.serial = serial_kernel(twin)
         self.py_func = source
         self.work_arg = work_arg
+        self.threshold = threshold
         self.__name__ = source.__name__
         self.__qualname__ = source.__qualname__
         self.__doc__ = source.__doc__
         self.__module__ = source.__module__
 
     def __call__(self, *args: Any) -> Any:
-        if args[self.work_arg].size < SERIAL_WORK:
+        if args[self.work_arg].size < self.threshold:
             return self.serial(*args)
         return self.parallel(*args)
 
@@ -70,7 +73,9 @@ class SizedKernel:
         return f"<SizedKernel {self.__module__}.{self.__qualname__}>"
 
 
-def serial_below(work_arg: int) -> Callable[[Callable], SizedKernel]:
+def serial_below(
+    work_arg: int, threshold: int = SERIAL_WORK
+) -> Callable[[Callable], SizedKernel]:
     """Decorate a ``parallel_kernel`` to run serially when its work is small.
 
     Parameters
@@ -78,9 +83,13 @@ def serial_below(work_arg: int) -> Callable[[Callable], SizedKernel]:
     work_arg : int
         Position of the array argument whose size measures the call's work
         (usually the output).
+    threshold : int, default SERIAL_WORK
+        Elements of that array below which the serial twin runs. Kernels doing
+        little per element (a copy, a comparison) need more elements than
+        :data:`SERIAL_WORK` before two threads pay for the parallel launch.
     """
 
     def decorate(kernel: Callable) -> SizedKernel:
-        return SizedKernel(kernel, work_arg)
+        return SizedKernel(kernel, work_arg, threshold)
 
     return decorate

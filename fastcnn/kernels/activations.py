@@ -14,12 +14,17 @@ from numba import prange
 from fastcnn._config import parallel_kernel
 from fastcnn.kernels._small import serial_below
 
+#: Elements below which the element-wise kernels run on one thread: each element
+#: costs about a nanosecond, and a parallel launch some 50 us on two cores, so
+#: measured on 2**14 to 2**21 elements, two threads win only from about 2**18.
+ELEMENTWISE_SERIAL_WORK = 1 << 18
+
 #: Consecutive elements handled by one ``prange`` iteration; a constant compiled
 #: into the kernels (see :mod:`fastcnn._config`, Caching).
 CHUNK = 8192
 
 
-@serial_below(0)
+@serial_below(0, ELEMENTWISE_SERIAL_WORK)
 @parallel_kernel
 def relu_flat(x, out):
     """``out = x`` where ``x >= 0`` or NaN, else 0 (NaN propagates)."""
@@ -31,7 +36,7 @@ def relu_flat(x, out):
             out[i] = zero if x[i] < zero else x[i]
 
 
-@serial_below(0)
+@serial_below(0, ELEMENTWISE_SERIAL_WORK)
 @parallel_kernel
 def relu_backward_flat(grad_output, x, out):
     """``out = grad_output`` where ``x > 0`` (or NaN), else 0."""
@@ -46,7 +51,7 @@ def relu_backward_flat(grad_output, x, out):
             out[i] = zero if x[i] <= zero else g
 
 
-@serial_below(0)
+@serial_below(0, ELEMENTWISE_SERIAL_WORK)
 @parallel_kernel
 def leaky_relu_flat(x, negative_slope, out):
     """``out = x`` where ``x > 0``, else ``negative_slope * x``."""
@@ -59,7 +64,7 @@ def leaky_relu_flat(x, negative_slope, out):
             out[i] = x[i] if x[i] > zero else x[i] * slope
 
 
-@serial_below(0)
+@serial_below(0, ELEMENTWISE_SERIAL_WORK)
 @parallel_kernel
 def leaky_relu_backward_flat(grad_output, x, negative_slope, out):
     """``out = grad_output`` where ``x > 0``, else ``negative_slope * grad_output``."""
@@ -73,7 +78,7 @@ def leaky_relu_backward_flat(grad_output, x, negative_slope, out):
             out[i] = g if x[i] > zero else g * slope
 
 
-@serial_below(0)
+@serial_below(0, ELEMENTWISE_SERIAL_WORK)
 @parallel_kernel
 def sigmoid_flat(x, out):
     """``out = 1 / (1 + exp(-x))`` through ``exp(-|x|)``, which never overflows."""
@@ -89,7 +94,7 @@ def sigmoid_flat(x, out):
             out[i] = r if v >= zero else z * r
 
 
-@serial_below(0)
+@serial_below(0, ELEMENTWISE_SERIAL_WORK)
 @parallel_kernel
 def sigmoid_backward_flat(grad_output, y, out):
     """``out = grad_output * y * (1 - y)`` from the sigmoid output ``y``."""
@@ -101,7 +106,7 @@ def sigmoid_backward_flat(grad_output, y, out):
             out[i] = grad_output[i] * (y[i] * (one - y[i]))
 
 
-@serial_below(0)
+@serial_below(0, ELEMENTWISE_SERIAL_WORK)
 @parallel_kernel
 def tanh_flat(x, out):
     """``out = tanh(x)``."""
@@ -112,7 +117,7 @@ def tanh_flat(x, out):
             out[i] = np.tanh(x[i])
 
 
-@serial_below(0)
+@serial_below(0, ELEMENTWISE_SERIAL_WORK)
 @parallel_kernel
 def tanh_backward_flat(grad_output, y, out):
     """``out = grad_output * (1 - y * y)`` from the tanh output ``y``."""
