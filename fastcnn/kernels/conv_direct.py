@@ -29,38 +29,46 @@ _BLOCK = 4
 
 
 @serial_kernel
-def _add_row3(acc, row, taps, dil_w):
-    """Add one 3-tap kernel row of four output channels to their accumulators.
+def _add_rows3(acc, planes, taps, wp, dil_h, dil_w):
+    """Add all 3-wide kernel rows of four output channels to their accumulators.
 
-    ``acc[b, q] += sum_j taps[b, j] * row[q + j * dil_w]`` for ``q <
-    acc.shape[1]``: each accumulator is read and written once for the three
-    taps, and each input value loaded once for the four channels.
+    ``acc[b, q] += sum_(c, i, j) taps[b, c, i, j] * planes[c, i * dil_h * wp + j
+    * dil_w + q]`` for ``q < acc.shape[1]``, one kernel row ``(c, i)`` at a time:
+    each accumulator is read and written once per kernel row, and each input
+    value loaded once for the four channels.
     """
     length = acc.shape[1]
     a0 = acc[0]
     a1 = acc[1]
     a2 = acc[2]
     a3 = acc[3]
-    w00, w01, w02 = taps[0, 0], taps[0, 1], taps[0, 2]
-    w10, w11, w12 = taps[1, 0], taps[1, 1], taps[1, 2]
-    w20, w21, w22 = taps[2, 0], taps[2, 1], taps[2, 2]
-    w30, w31, w32 = taps[3, 0], taps[3, 1], taps[3, 2]
-    s0 = row[:length]
-    s1 = row[dil_w : dil_w + length]
-    s2 = row[2 * dil_w : 2 * dil_w + length]
-    for q in range(length):
-        v0 = s0[q]
-        v1 = s1[q]
-        v2 = s2[q]
-        a0[q] += w00 * v0 + w01 * v1 + w02 * v2
-        a1[q] += w10 * v0 + w11 * v1 + w12 * v2
-        a2[q] += w20 * v0 + w21 * v1 + w22 * v2
-        a3[q] += w30 * v0 + w31 * v1 + w32 * v2
+    for c in range(planes.shape[0]):
+        for i in range(taps.shape[2]):
+            row = planes[c, i * dil_h * wp :]
+            w00, w01, w02 = taps[0, c, i, 0], taps[0, c, i, 1], taps[0, c, i, 2]
+            w10, w11, w12 = taps[1, c, i, 0], taps[1, c, i, 1], taps[1, c, i, 2]
+            w20, w21, w22 = taps[2, c, i, 0], taps[2, c, i, 1], taps[2, c, i, 2]
+            w30, w31, w32 = taps[3, c, i, 0], taps[3, c, i, 1], taps[3, c, i, 2]
+            s0 = row[:length]
+            s1 = row[dil_w : dil_w + length]
+            s2 = row[2 * dil_w : 2 * dil_w + length]
+            for q in range(length):
+                v0 = s0[q]
+                v1 = s1[q]
+                v2 = s2[q]
+                a0[q] += w00 * v0 + w01 * v1 + w02 * v2
+                a1[q] += w10 * v0 + w11 * v1 + w12 * v2
+                a2[q] += w20 * v0 + w21 * v1 + w22 * v2
+                a3[q] += w30 * v0 + w31 * v1 + w32 * v2
 
 
 @serial_kernel
 def _add_row5(acc, row, taps, dil_w):
-    """Like :func:`_add_row3` for a 5-tap kernel row, two channels per pass."""
+    """Add one 5-wide kernel row of four output channels, two channels per pass.
+
+    ``acc[b, q] += sum_j taps[b, j] * row[q + j * dil_w]`` for ``q <
+    acc.shape[1]``.
+    """
     length = acc.shape[1]
     s0 = row[:length]
     s1 = row[dil_w : dil_w + length]
@@ -135,12 +143,15 @@ def conv2d_direct(x, weight, bias, y, pad_top, pad_left, dil_h, dil_w):
         for co in range(0, c_out, _BLOCK):
             block = min(_BLOCK, c_out - co)
             acc[:] = 0
-            for c in range(c_in):
+            if block == _BLOCK and kw == 3:
+                _add_rows3(acc, planes, weight[co : co + _BLOCK], wp, dil_h, dil_w)
+                fused = True
+            else:
+                fused = False
+            for c in range(0 if fused else c_in):
                 for i in range(kh):
                     row = planes[c, i * dil_h * wp :]
-                    if block == _BLOCK and kw == 3:
-                        _add_row3(acc, row, weight[co : co + _BLOCK, c, i], dil_w)
-                    elif block == _BLOCK and kw == 5:
+                    if block == _BLOCK and kw == 5:
                         _add_row5(acc, row, weight[co : co + _BLOCK, c, i], dil_w)
                     else:
                         for j in range(kw):
@@ -161,61 +172,69 @@ def conv2d_direct(x, weight, bias, y, pad_top, pad_left, dil_h, dil_w):
 
 
 @serial_kernel
-def _dot_row3(grads, row, out, dil_w):
-    """Correlate four output-gradient planes with one input row at 3 offsets.
+def _dot_rows3(grads, planes, out, wp, dil_h, dil_w):
+    """Correlate four output-gradient planes with every 3-wide kernel row.
 
-    ``out[b, j] += sum_q grads[b, q] * row[q + j * dil_w]`` for ``q <
-    grads.shape[1]``: the twelve sums share each load of ``row`` and ``grads``.
+    ``out[b, c, i, j] += sum_q grads[b, q] * planes[c, i * dil_h * wp + j *
+    dil_w + q]`` for ``q < grads.shape[1]``: the twelve sums of a kernel row
+    ``(c, i)`` share each load of the input row and of ``grads``.
     """
     length = grads.shape[1]
     g0 = grads[0]
     g1 = grads[1]
     g2 = grads[2]
     g3 = grads[3]
-    s0 = row[:length]
-    s1 = row[dil_w : dil_w + length]
-    s2 = row[2 * dil_w : 2 * dil_w + length]
     # Sums in the arrays' dtype.
     zero = grads.dtype.type(0)
-    t00 = t01 = t02 = t10 = t11 = t12 = zero
-    t20 = t21 = t22 = t30 = t31 = t32 = zero
-    for q in range(length):
-        v0 = s0[q]
-        v1 = s1[q]
-        v2 = s2[q]
-        u = g0[q]
-        t00 += u * v0
-        t01 += u * v1
-        t02 += u * v2
-        u = g1[q]
-        t10 += u * v0
-        t11 += u * v1
-        t12 += u * v2
-        u = g2[q]
-        t20 += u * v0
-        t21 += u * v1
-        t22 += u * v2
-        u = g3[q]
-        t30 += u * v0
-        t31 += u * v1
-        t32 += u * v2
-    out[0, 0] += t00
-    out[0, 1] += t01
-    out[0, 2] += t02
-    out[1, 0] += t10
-    out[1, 1] += t11
-    out[1, 2] += t12
-    out[2, 0] += t20
-    out[2, 1] += t21
-    out[2, 2] += t22
-    out[3, 0] += t30
-    out[3, 1] += t31
-    out[3, 2] += t32
+    for c in range(planes.shape[0]):
+        for i in range(out.shape[2]):
+            row = planes[c, i * dil_h * wp :]
+            s0 = row[:length]
+            s1 = row[dil_w : dil_w + length]
+            s2 = row[2 * dil_w : 2 * dil_w + length]
+            t00 = t01 = t02 = t10 = t11 = t12 = zero
+            t20 = t21 = t22 = t30 = t31 = t32 = zero
+            for q in range(length):
+                v0 = s0[q]
+                v1 = s1[q]
+                v2 = s2[q]
+                u = g0[q]
+                t00 += u * v0
+                t01 += u * v1
+                t02 += u * v2
+                u = g1[q]
+                t10 += u * v0
+                t11 += u * v1
+                t12 += u * v2
+                u = g2[q]
+                t20 += u * v0
+                t21 += u * v1
+                t22 += u * v2
+                u = g3[q]
+                t30 += u * v0
+                t31 += u * v1
+                t32 += u * v2
+            out[0, c, i, 0] += t00
+            out[0, c, i, 1] += t01
+            out[0, c, i, 2] += t02
+            out[1, c, i, 0] += t10
+            out[1, c, i, 1] += t11
+            out[1, c, i, 2] += t12
+            out[2, c, i, 0] += t20
+            out[2, c, i, 1] += t21
+            out[2, c, i, 2] += t22
+            out[3, c, i, 0] += t30
+            out[3, c, i, 1] += t31
+            out[3, c, i, 2] += t32
 
 
 @serial_kernel
 def _dot_row5(grads, row, out, dil_w):
-    """Like :func:`_dot_row3` for 5 offsets, two gradient planes per pass."""
+    """Correlate four output-gradient planes with one input row at 5 offsets.
+
+    ``out[b, j] += sum_q grads[b, q] * row[q + j * dil_w]`` for ``q <
+    grads.shape[1]``, two gradient planes per pass.
+    """
     length = grads.shape[1]
     s0 = row[:length]
     s1 = row[dil_w : dil_w + length]
@@ -295,13 +314,17 @@ def _add_sample_grads(
 
     for co in range(0, c_out, _BLOCK):
         block = min(_BLOCK, c_out - co)
-        for c in range(c_in):
+        if block == _BLOCK and kw == 3:
+            part = weight_part[co : co + _BLOCK]
+            _dot_rows3(grads[co : co + _BLOCK], planes, part, wp, dil_h, dil_w)
+            fused = True
+        else:
+            fused = False
+        for c in range(0 if fused else c_in):
             for i in range(kh):
                 row = planes[c, i * dil_h * wp :]
                 taps = weight_part[co : co + block, c, i]
-                if block == _BLOCK and kw == 3:
-                    _dot_row3(grads[co : co + _BLOCK], row, taps, dil_w)
-                elif block == _BLOCK and kw == 5:
+                if block == _BLOCK and kw == 5:
                     _dot_row5(grads[co : co + _BLOCK], row, taps, dil_w)
                 else:
                     for b in range(block):
