@@ -408,8 +408,16 @@ def test_workspace_gives_the_same_results(rng, name, dtype):
             np.testing.assert_array_equal(actual, wanted, strict=True)
 
 
-@pytest.mark.parametrize("chunk_bytes", [None, 1], ids=["one_chunk", "per_sample"])
-def test_second_call_with_a_workspace_allocates_nothing(rng, monkeypatch, chunk_bytes):
+@pytest.mark.parametrize(
+    ("direct", "chunk_bytes"),
+    [(True, None), (False, None), (False, 1)],
+    ids=["direct", "products_one_chunk", "products_per_sample"],
+)
+def test_second_call_with_a_workspace_allocates_nothing(
+    rng, monkeypatch, direct, chunk_bytes
+):
+    if not direct:
+        monkeypatch.setattr(conv_module, "_DIRECT_KERNEL_WIDTHS", ())
     if chunk_bytes is not None:
         monkeypatch.setattr(conv_module, "_CHUNK_BYTES", chunk_bytes)
     x, weight, bias = _make(rng, (3, 4, 8, 7), (5, 4, 3, 3), True, np.float32)
