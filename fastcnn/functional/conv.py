@@ -1,15 +1,28 @@
 """2-d convolution (cross-correlation) with PyTorch's ``F.conv2d`` semantics.
 
-The convolution is lowered to matrix products. For a chunk of samples, a Numba
-kernel copies the input windows into a column matrix (:mod:`fastcnn.kernels.conv`
-describes its layout) and one ``np.matmul`` (BLAS) per group multiplies it by the
-filters; a second kernel then moves the whole product into NCHW order, adding the
-bias. The backward pass gathers ``grad_output`` into the product's order (summing
-the bias gradient on the way), takes the weight gradient and the column-matrix
-gradient from two more products per chunk, and sums the latter back into the
-input with a fourth kernel. Chunks keep the column matrix small enough to stay in
-the cache; when the batch needs more than one chunk, the backward pass rebuilds
-each chunk's columns rather than keeping them all from the forward pass.
+Stride-1, single-group convolutions with 3-wide filters (the usual 3x3 layers)
+are computed directly by :mod:`fastcnn.kernels.conv_direct`, without a column
+matrix: the forward pass writes NCHW output with the bias, the backward pass
+takes ``grad_input`` as a direct convolution of ``grad_output`` with the flipped
+filters and the weight gradient as sums over shares of the batch.
+
+Every other convolution is lowered to matrix products. For a chunk of samples, a
+Numba kernel copies the input windows into a column matrix
+(:mod:`fastcnn.kernels.conv` describes its layout) and one ``np.matmul`` (BLAS)
+per group multiplies it by the filters; a second kernel then moves the whole
+product into NCHW order, adding the bias. The backward pass gathers
+``grad_output`` into the product's order (summing the bias gradient on the way),
+takes the weight gradient and the column-matrix gradient from two more products
+per chunk, and sums the latter back into the input with a fourth kernel. Chunks
+keep the column matrix small enough to stay in the cache; when the batch needs
+more than one chunk, the backward pass rebuilds each chunk's columns rather than
+keeping them all from the forward pass.
+
+With a :class:`~fastcnn.functional.Workspace`, every array either path allocates
+in Python (outputs, gradients, column matrices, products, shares) is taken from
+it. The direct kernels allocate their scratch inside (per share of the batch,
+one sample's padded input and four output planes), which does not grow with
+the batch.
 """
 
 from __future__ import annotations
