@@ -63,6 +63,21 @@ def _add_rows3(acc, planes, taps, wp, dil_h, dil_w):
 
 
 @serial_kernel
+def _add_rows3_one(acc, planes, taps, wp, dil_h, dil_w):
+    """:func:`_add_rows3` for one output channel: ``acc`` 1-d, ``taps`` 3-d."""
+    length = acc.shape[0]
+    for c in range(planes.shape[0]):
+        for i in range(taps.shape[1]):
+            row = planes[c, i * dil_h * wp :]
+            w0, w1, w2 = taps[c, i, 0], taps[c, i, 1], taps[c, i, 2]
+            s0 = row[:length]
+            s1 = row[dil_w : dil_w + length]
+            s2 = row[2 * dil_w : 2 * dil_w + length]
+            for q in range(length):
+                acc[q] += w0 * s0[q] + w1 * s1[q] + w2 * s2[q]
+
+
+@serial_kernel
 def _add_row5(acc, row, taps, dil_w):
     """Add one 5-wide kernel row of four output channels, two channels per pass.
 
@@ -143,11 +158,12 @@ def conv2d_direct(x, weight, bias, y, pad_top, pad_left, dil_h, dil_w):
         for co in range(0, c_out, _BLOCK):
             block = min(_BLOCK, c_out - co)
             acc[:] = 0
-            if block == _BLOCK and kw == 3:
+            fused = kw == 3
+            if block == _BLOCK and fused:
                 _add_rows3(acc, planes, weight[co : co + _BLOCK], wp, dil_h, dil_w)
-                fused = True
-            else:
-                fused = False
+            elif fused:
+                for b in range(block):
+                    _add_rows3_one(acc[b], planes, weight[co + b], wp, dil_h, dil_w)
             for c in range(0 if fused else c_in):
                 for i in range(kh):
                     row = planes[c, i * dil_h * wp :]
