@@ -258,3 +258,46 @@ def test_a_context_overwritten_by_a_later_forward_call_is_refused(rng, shape):
     np.testing.assert_array_equal(
         F.max_pool2d_backward(g, second), F.max_pool2d_backward(g, fresh)
     )
+
+
+@pytest.mark.parametrize(
+    ("x_shape", "w_shape", "options"),
+    [
+        ((2, 3, 9, 9), (4, 3, 3, 3), {"padding": 1}),  # direct kernel
+        ((2, 3, 9, 9), (4, 3, 3, 3), {"stride": 2}),  # column matrix kept
+        ((2, 4, 9, 9), (4, 2, 5, 5), {"groups": 2}),
+    ],
+)
+def test_conv_backward_can_skip_the_input_gradient_and_refuses_stale_columns(
+    rng, x_shape, w_shape, options
+):
+    x = rng.standard_normal(x_shape)
+    weight = rng.standard_normal(w_shape)
+    bias = rng.standard_normal(w_shape[0])
+    y, ctx = F.conv2d_forward(x, weight, bias, **options)
+    g = rng.standard_normal(y.shape)
+    full = F.conv2d_backward(g, ctx)
+    skipped = F.conv2d_backward(g, ctx, input_gradient=False)
+    assert skipped[0] is None
+    np.testing.assert_array_equal(skipped[1], full[1])
+    np.testing.assert_array_equal(skipped[2], full[2])
+
+    ws = Workspace()
+    _, first = F.conv2d_forward(x, weight, bias, **options, workspace=ws)
+    _, second = F.conv2d_forward(-x, weight, bias, **options, workspace=ws)
+    if first.cols is not None:
+        with pytest.raises(RuntimeError, match="ctx is out of date"):
+            F.conv2d_backward(g, first)
+    got = F.conv2d_backward(g, second)
+    _, fresh = F.conv2d_forward(-x, weight, bias, **options)
+    for a, b in zip(got, F.conv2d_backward(g, fresh), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_conv_padding_too_large_for_any_plane_names_padding():
+    x = np.ones((1, 1, 4, 4), dtype=np.float32)
+    w = np.ones((1, 1, 3, 3), dtype=np.float32)
+    with pytest.raises(ValueError, match=r"padding=30000 makes the padded plane"):
+        F.conv2d(x, w, padding=30000)
+    with pytest.raises(ValueError, match=r"more than 2\*\*31 - 1"):
+        F.conv2d(x, w, padding=10**9)

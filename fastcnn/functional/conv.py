@@ -27,6 +27,7 @@ the batch.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,7 +40,14 @@ from fastcnn._validation import (
     check_pair,
     check_same_dtype,
 )
-from fastcnn.functional._workspace import Workspace, check_workspace, take, take_zeros
+from fastcnn.functional._workspace import (
+    Workspace,
+    check_current,
+    check_workspace,
+    stamp,
+    take,
+    take_zeros,
+)
 from fastcnn.kernels.conv import col2im, gather_grad_output, im2col, scatter_output
 from fastcnn.kernels.conv_direct import conv2d_direct, conv2d_direct_grad_weight
 
@@ -61,6 +69,10 @@ _DIRECT_KERNEL_WIDTHS = (3,)
 #: the end: enough to keep two or four threads busy, few enough that the shares
 #: stay small (each is as large as the weight).
 _GRAD_SHARES = 8
+
+#: Elements a padded input plane may hold: beyond it the padding (or the input)
+#: is refused before anything is allocated.
+_MAX_PLANE = 2**31 - 1
 
 Pair = int | tuple[int, int]
 
@@ -113,7 +125,9 @@ class Conv2dContext:
     before the backward pass changes the gradients. When the whole batch fitted
     in one chunk it also keeps the forward's column matrix, which the backward
     pass then reuses instead of rebuilding it. It keeps the forward's workspace,
-    from which the backward pass takes its own arrays.
+    from which the backward pass takes its own arrays, and which take of the
+    workspace the kept column matrix came from: the backward pass refuses a
+    context whose columns a later forward call has overwritten.
     """
 
     x: np.ndarray
@@ -127,6 +141,7 @@ class Conv2dContext:
     output_shape: tuple[int, ...]
     unbatched: bool
     workspace: Workspace | None
+    stamp: tuple | None = None
 
 
 def _check_arguments(x, weight, bias, stride, padding, dilation, groups):
@@ -173,6 +188,11 @@ def _check_arguments(x, weight, bias, stride, padding, dilation, groups):
 
     h_padded = x.shape[2] + pads[0] + pads[1]
     w_padded = x.shape[3] + pads[2] + pads[3]
+    if h_padded * w_padded > _MAX_PLANE:
+        raise ValueError(
+            f"padding={padding!r:.40} makes the padded plane of x {h_padded}x"
+            f"{w_padded} = {h_padded * w_padded} elements, more than 2**31 - 1"
+        )
     extent = (dilation[0] * (kh - 1) + 1, dilation[1] * (kw - 1) + 1)
     if extent[0] > h_padded or extent[1] > w_padded:
         raise ValueError(
@@ -210,7 +230,7 @@ def _chunk_view(work: np.ndarray, size: int) -> np.ndarray:
     can be reshaped freely for the matrix products.
     """
     shape = (work.shape[0], size, *work.shape[2:])
-    return work.reshape(-1)[: int(np.prod(shape))].reshape(shape)
+    return work.reshape(-1)[: math.prod(shape)].reshape(shape)
 
 
 def _chunk_size(n: int, bytes_per_sample: int) -> int:
@@ -344,6 +364,7 @@ def conv2d_forward(
         output_shape=output_shape,
         unbatched=unbatched,
         workspace=workspace,
+        stamp=None if cols is None else stamp(workspace, "conv2d.cols"),
     )
     return y.reshape(output_shape), ctx
 
@@ -419,12 +440,13 @@ def _direct_grad_input(
 
 
 def _products_backward(
-    grad_output: np.ndarray, ctx: Conv2dContext, grad_input: np.ndarray
+    grad_output: np.ndarray, ctx: Conv2dContext, grad_input: np.ndarray | None
 ) -> tuple[np.ndarray, np.ndarray]:
     """Backward pass through the column matrix and matrix products.
 
-    Writes ``grad_input``; returns the weight gradient, shape (groups, C_out /
-    groups, C_in / groups * kH * kW), and the float64 bias gradient.
+    Writes ``grad_input`` unless it is None; returns the weight gradient, shape
+    (groups, C_out / groups, C_in / groups * kH * kW), and the float64 bias
+    gradient.
     """
     x, weight, groups, window, m = ctx.x, ctx.weight, ctx.groups, ctx.window, ctx.chunk
     n, c_in = x.shape[:2]
@@ -447,7 +469,8 @@ def _products_backward(
     if cols is None:
         # The forward kept no columns, so its buffer is free to rebuild them in.
         cols = take(ws, "conv2d.cols", chunk_shape, x.dtype)
-    grad_cols = take(ws, "conv2d.grad_cols", chunk_shape, x.dtype)
+    if grad_input is not None:
+        grad_cols = take(ws, "conv2d.grad_cols", chunk_shape, x.dtype)
     grad_weight = take_zeros(
         ws, "conv2d.grad_weight", (groups, c_out_group, depth), x.dtype
     )
@@ -463,6 +486,8 @@ def _products_backward(
         cols_t = cols_chunk.reshape(groups, depth, size * length).transpose(0, 2, 1)
         np.matmul(go_chunk, cols_t, out=partial)
         grad_weight += partial
+        if grad_input is None:
+            continue
 
         grad_cols_chunk = _chunk_view(grad_cols, size)
         np.matmul(
@@ -475,13 +500,14 @@ def _products_backward(
 
 
 def _direct_backward(
-    grad_output: np.ndarray, ctx: Conv2dContext, grad_input: np.ndarray
+    grad_output: np.ndarray, ctx: Conv2dContext, grad_input: np.ndarray | None
 ) -> tuple[np.ndarray, np.ndarray]:
     """Backward pass of a convolution the direct kernel computed.
 
-    Writes ``grad_input``; returns the weight gradient and the float64 bias
-    gradient, both summed in order over the shares of :data:`_GRAD_SHARES`
-    runs of consecutive samples (fewer for smaller batches). The number of
+    Writes ``grad_input`` unless it is None; returns the weight gradient and
+    the float64 bias gradient, both summed in order over the shares of
+    :data:`_GRAD_SHARES` runs of consecutive samples (fewer for smaller
+    batches). The number of
     shares depends on the batch alone, so the sums are the same for any thread
     count.
     """
@@ -500,13 +526,14 @@ def _direct_backward(
     grad_bias = take(ws, "conv2d.grad_bias_sum", (c_out,), np.float64)
     np.sum(weight_parts, axis=0, out=grad_weight)
     np.sum(bias_parts, axis=0, out=grad_bias)
-    _direct_grad_input(grad_output, ctx, grad_input)
+    if grad_input is not None:
+        _direct_grad_input(grad_output, ctx, grad_input)
     return grad_weight, grad_bias
 
 
 def conv2d_backward(
-    grad_output: np.ndarray, ctx: Conv2dContext
-) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    grad_output: np.ndarray, ctx: Conv2dContext, *, input_gradient: bool = True
+) -> tuple[np.ndarray | None, np.ndarray, np.ndarray | None]:
     """Gradients of :func:`conv2d_forward` with respect to its three inputs.
 
     Parameters
@@ -515,10 +542,14 @@ def conv2d_backward(
         Gradient of the loss with respect to ``y``; same dtype as ``y``.
     ctx : Conv2dContext
         The context returned by :func:`conv2d_forward`.
+    input_gradient : bool, default True
+        Whether to compute ``grad_input``; the first layer of a network does not
+        need it.
 
     Returns
     -------
-    grad_input : ndarray, shape of ``x``
+    grad_input : ndarray, shape of ``x``, or None
+        None when ``input_gradient`` is False.
     grad_weight : ndarray, shape (C_out, C_in / groups, kH, kW)
     grad_bias : ndarray, shape (C_out,), or None
         None when the forward had no bias.
@@ -530,6 +561,9 @@ def conv2d_backward(
         ndarray of the forward's dtype.
     ValueError
         If ``grad_output`` does not have the forward output's shape.
+    RuntimeError
+        If a later forward call with the same workspace has overwritten the
+        column matrix the context refers to.
 
     Notes
     -----
@@ -553,16 +587,24 @@ def conv2d_backward(
             f"got {grad_output.shape}"
         )
 
+    if not isinstance(input_gradient, (bool, np.bool_)):
+        raise TypeError(
+            f"input_gradient must be a bool, got {type(input_gradient).__name__}"
+        )
+    check_current(ctx.workspace, ctx.stamp, "conv2d")
+
     x, ws = ctx.x, ctx.workspace
     c_out = ctx.weight.shape[0]
-    grad_input = take(ws, "conv2d.grad_input", x.shape, x.dtype)
+    grad_input = None
+    if input_gradient:
+        grad_input = take(ws, "conv2d.grad_input", x.shape, x.dtype)
     grad_output = grad_output.reshape(x.shape[0], c_out, *ctx.output_shape[-2:])
     if ctx.direct:
         grad_weight, grad_bias = _direct_backward(grad_output, ctx, grad_input)
     else:
         grad_weight, grad_bias = _products_backward(grad_output, ctx, grad_input)
 
-    if ctx.unbatched:
+    if ctx.unbatched and grad_input is not None:
         grad_input = grad_input[0]
     if ctx.has_bias:
         rounded = take(ws, "conv2d.grad_bias", (c_out,), x.dtype)

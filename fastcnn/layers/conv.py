@@ -223,7 +223,7 @@ class Conv2D(Layer):
             self._state,
             output_gradient,
             learning_rate,
-            _conv2d_backward,
+            conv2d_backward,
             input_gradient,
         )
 
@@ -241,8 +241,3 @@ class Conv2D(Layer):
             "bias": self.bias is not None,
             "dtype": self.dtype.name,
         }
-
-
-def _conv2d_backward(grad, ctx, input_gradient):
-    grad_input, grad_weight, grad_bias = conv2d_backward(grad, ctx)
-    return (grad_input if input_gradient else None), grad_weight, grad_bias
