@@ -42,6 +42,7 @@ import numpy as np
 
 import fastcnn
 import fastcnn.functional as F
+from fastcnn.functional import Workspace
 from fastcnn.functional import conv as conv_f
 from fastcnn.functional import pooling as pool_f
 from fastcnn.reference import conv as conv_r
@@ -275,12 +276,16 @@ def conv_data(name: str) -> dict[str, Any]:
 
 def conv_funcs(d: dict[str, Any], torch: Any) -> dict[str, dict[str, Callable]]:
     args = (d["stride"], d["padding"])
+    # fastcnn reuses its arrays from call to call, as its layers do.
+    ws_fwd, ws_both = Workspace(), Workspace()
 
     def fast_fwd() -> Any:
-        return conv_f.conv2d(d["x"], d["weight"], d["bias"], *args)
+        return conv_f.conv2d(d["x"], d["weight"], d["bias"], *args, workspace=ws_fwd)
 
     def fast_both() -> Any:
-        _, ctx = conv_f.conv2d_forward(d["x"], d["weight"], d["bias"], *args)
+        _, ctx = conv_f.conv2d_forward(
+            d["x"], d["weight"], d["bias"], *args, workspace=ws_both
+        )
         return conv_f.conv2d_backward(d["grad"], ctx)
 
     forward = {"fast": fast_fwd}
@@ -345,12 +350,13 @@ def run_pooling(table: Table, torch: Any, repeats: int, reference: bool) -> None
         backward = getattr(pool_f, f"{op}_backward")
         y, _ = forward(x, 2, 2)
         grad = np.random.default_rng(12).standard_normal(y.shape, dtype=np.float32)
+        ws_fwd, ws_both = Workspace(), Workspace()
 
-        def fast_fwd(forward=forward) -> Any:
-            return forward(x, 2, 2)
+        def fast_fwd(forward=forward, ws=ws_fwd) -> Any:
+            return forward(x, 2, 2, workspace=ws)
 
-        def fast_both(forward=forward, backward=backward, grad=grad) -> Any:
-            return backward(grad, forward(x, 2, 2)[1])
+        def fast_both(forward=forward, backward=backward, grad=grad, ws=ws_both) -> Any:
+            return backward(grad, forward(x, 2, 2, workspace=ws)[1])
 
         fwd = {"fast": fast_fwd}
         both = {"fast": fast_both}
@@ -384,9 +390,10 @@ def run_softmax(table: Table, torch: Any, repeats: int, reference: bool) -> None
         rng = np.random.default_rng(7)
         logits = (rng.standard_normal((n, k)) * 3).astype(np.float32)
         target = rng.integers(0, k, size=n)
+        ws = Workspace()
         funcs = {
-            "fast": lambda logits=logits, target=target: F.cross_entropy_with_grad(
-                logits, target
+            "fast": lambda logits=logits, target=target, ws=ws: (
+                F.cross_entropy_with_grad(logits, target, workspace=ws)
             )
         }
         if torch is not None:
