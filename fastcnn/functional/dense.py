@@ -1,6 +1,6 @@
 """The dense (fully connected) layer's forward and backward pass, as in F.linear.
 
-The matrix products go through ``np.matmul`` (BLAS); adding the bias and summing
+The matrix products go through ``np.dot`` (BLAS); adding the bias and summing
 its gradient are the parallel Numba kernels of :mod:`fastcnn.kernels.dense`.
 """
 
@@ -112,7 +112,10 @@ def linear_forward(
     x2d = x.reshape(rows, in_features)
 
     y = take(workspace, "linear.y", (rows, out_features), x.dtype)
-    np.matmul(x2d, weight.T, out=y)
+    # np.dot rather than np.matmul, here and in the backward pass: with ``out``
+    # matmul costs several microseconds more per call, which a batch of one
+    # image notices; both hand the product to BLAS.
+    np.dot(x2d, weight.T, out=y)
     if bias is not None:
         add_bias_rows(y, bias)
 
@@ -204,12 +207,10 @@ def linear_backward(
         grad_input = take(
             workspace, "linear.grad_input", (len(g2d), ctx.x.shape[1]), dtype
         )
-        np.matmul(g2d, ctx.weight, out=grad_input)
+        np.dot(g2d, ctx.weight, out=grad_input)
         grad_input = grad_input.reshape(ctx.input_shape)
     grad_weight = take(workspace, "linear.grad_weight", ctx.weight.shape, dtype)
-    # np.dot, not np.matmul: matmul does not give a product over a single row
-    # (batch 1) to BLAS and runs ~6x slower there; elsewhere the two agree bit
-    # for bit.
+    # (np.matmul does not even hand this product to BLAS for a single row.)
     np.dot(g2d.T, ctx.x, out=grad_weight)
     grad_bias = None
     if ctx.has_bias:
