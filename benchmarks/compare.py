@@ -7,10 +7,10 @@ Usage::
 
 Every workload is timed for fastcnn and, when it imports, PyTorch (2.13, limited to
 Numba's thread count) in the same process on the same float32 inputs. After a
-warm-up (which also compiles the kernels), the repetitions of the implementations
-are interleaved, so that both share the noise of a busy machine, and the median of
-each is reported. The naive references are timed where a call takes seconds, not
-minutes. Start-up is measured in fresh subprocesses, allocation with tracemalloc,
+warm-up (which also compiles the kernels), the implementations take turns in
+three blocks of repetitions each, so that both share the noise of a busy machine,
+and the median of each is reported. The naive references are timed where a call
+takes seconds, not minutes. Start-up is measured in fresh subprocesses, allocation with tracemalloc,
 scaling with 1 and 2 threads (Numba and the BLAS pool both limited).
 
 The script prints a table and, given ``--out``, writes ``results.json``,
@@ -84,27 +84,41 @@ def import_torch() -> Any:
 
 
 def interleaved(
-    funcs: dict[str, Callable[[], Any]], repeats: int, warmup: int = 2
+    funcs: dict[str, Callable[[], Any]],
+    repeats: int,
+    warmup: int = 2,
+    rounds: int = 3,
 ) -> dict[str, float]:
-    """Median seconds per call of each function, repetitions interleaved.
+    """Median seconds per call of each function, in interleaved blocks.
 
-    Each timed call follows an untimed call of the same function: the thread
-    pools of the other implementation (PyTorch's OpenMP threads, OpenBLAS's) spin
-    for a while after their last task, and the untimed call absorbs that for both
-    sides alike.
+    The implementations take turns, ``rounds`` times, each timing a block of
+    ``ceil(repeats / rounds)`` calls, so that slow minutes of a shared machine
+    fall on both. Before its block, an implementation runs untimed for at least
+    :data:`SETTLE` seconds: the thread pools of the other one (PyTorch's OpenMP
+    threads, OpenBLAS's) keep spinning for a while after their last task and
+    would otherwise slow the first calls of the block down.
     """
     for _ in range(warmup):
         for f in funcs.values():
             f()
+    block = -(-repeats // rounds)
     times: dict[str, list[float]] = {name: [] for name in funcs}
-    for _ in range(repeats):
+    for _ in range(rounds):
         for name, f in funcs.items():
             if len(funcs) > 1:
+                settle_until = time.perf_counter() + SETTLE
                 f()
-            start = time.perf_counter()
-            f()
-            times[name].append(time.perf_counter() - start)
+                while time.perf_counter() < settle_until:
+                    f()
+            for _ in range(block):
+                start = time.perf_counter()
+                f()
+                times[name].append(time.perf_counter() - start)
     return {name: statistics.median(t) for name, t in times.items()}
+
+
+#: Seconds an implementation runs untimed before each of its timed blocks.
+SETTLE = 0.02
 
 
 def time_reference(f: Callable[[], Any], budget: float = 20.0) -> float | None:
@@ -612,8 +626,9 @@ def markdown(results: dict[str, Any]) -> str:
             f"{b['internal_api']} {b['version']} ({b['num_threads']} threads)"
             for b in env["blas"]
         )
-        + f". Medians of {results['repeats']} interleaved repetitions after "
-        "warm-up; times in ms; ratio = fastcnn / PyTorch.",
+        + f". Medians of {results['repeats']} repetitions (3 interleaved blocks "
+        "per implementation, each after 20 ms of untimed calls) after warm-up; "
+        "times in ms; ratio = fastcnn / PyTorch.",
         "",
         "| workload | fastcnn ms | PyTorch ms | reference ms | ratio | target | met |",
         "|---|---|---|---|---|---|---|",
