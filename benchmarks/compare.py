@@ -10,8 +10,9 @@ Numba's thread count) in the same process on the same float32 inputs. After a
 warm-up (which also compiles the kernels), the implementations take turns in
 three blocks of repetitions each, so that both share the noise of a busy machine,
 and the median of each is reported. The naive references are timed where a call
-takes seconds, not minutes. Start-up is measured in fresh subprocesses, allocation with tracemalloc,
-scaling with 1 and 2 threads (Numba and the BLAS pool both limited).
+takes seconds, not minutes. Start-up is measured in fresh subprocesses,
+allocation with tracemalloc, scaling with 1 and 2 threads (Numba and the BLAS
+pool both limited).
 
 The script prints a table and, given ``--out``, writes ``results.json``,
 ``results.md`` and a bar chart ``ratios.png`` (when matplotlib imports) there. With
