@@ -19,10 +19,8 @@ import numpy as np
 
 from fastcnn._validation import check_int
 from fastcnn.functional._workspace import Workspace
-from fastcnn.layers._common import check_flag
+from fastcnn.layers._common import ParametrisedLayer, check_flag
 from fastcnn.layers.base import Layer, as_layer_input
-from fastcnn.layers.conv import Conv2D
-from fastcnn.layers.dense import Dense
 from fastcnn.layers.softmax import SoftmaxCrossEntropy
 from fastcnn.losses import CrossEntropyLoss
 from fastcnn.optim import SGD, Optimizer
@@ -105,7 +103,7 @@ def _count_correct(output: np.ndarray, y: np.ndarray) -> int | None:
 
 def _can_skip_input_gradient(layer: Layer) -> bool:
     """Whether ``layer.backward`` is one that takes ``input_gradient=False``."""
-    return type(layer).backward in (Conv2D.backward, Dense.backward)
+    return type(layer).backward is ParametrisedLayer.backward
 
 
 def _check_batch_size(batch_size: Any) -> int:

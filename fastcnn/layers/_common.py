@@ -142,34 +142,41 @@ def check_output_gradient(output_gradient: Any, state: LayerState) -> np.ndarray
     return grad[np.newaxis] if state.unbatched else grad
 
 
-def parametrised_backward(
-    layer: Layer,
-    state: LayerState | None,
-    output_gradient: Any,
-    learning_rate: Any,
-    functional_backward: Callable,
-    input_gradient: Any = True,
-) -> np.ndarray | None:
-    """The backward pass of a layer with ``weight`` and an optional ``bias``.
+class ParametrisedLayer(Layer):
+    """A layer with ``weight`` and an optional ``bias`` and one backward call.
 
-    Checks the call, runs ``functional_backward(grad, ctx, input_gradient=...)
-    -> (grad_input or None, grad_weight, grad_bias or None)``, fills
-    ``layer.grads``, takes the SGD step when ``learning_rate`` is given and
-    returns the input gradient (unbatched again when the forward input was), or
-    None when ``input_gradient`` is False.
+    Subclasses set :attr:`_functional_backward`, a function ``(grad, ctx, *,
+    input_gradient) -> (grad_input or None, grad_weight, grad_bias or None)``,
+    and keep their forward's :class:`LayerState` in ``_state``.
     """
-    state = require_state(layer, state)
-    learning_rate = check_learning_rate(learning_rate)
-    input_gradient = check_flag(input_gradient, "input_gradient")
-    grad = check_output_gradient(output_gradient, state)
 
-    grad_input, grad_weight, grad_bias = functional_backward(
-        grad, state.ctx, input_gradient=input_gradient
-    )
-    layer.grads = {"weight": grad_weight}
-    if grad_bias is not None:
-        layer.grads["bias"] = grad_bias
-    layer._apply_sgd(learning_rate)
-    if grad_input is None:
-        return None
-    return grad_input[0] if state.unbatched else grad_input
+    _functional_backward: Callable
+    _state: LayerState | None = None
+
+    def backward(
+        self,
+        output_gradient: np.ndarray,
+        learning_rate: float | None = None,
+        *,
+        input_gradient: bool = True,
+    ) -> np.ndarray | None:
+        """Return the input gradient; fill ``grads``; SGD step if ``learning_rate``.
+
+        With ``input_gradient=False`` the input gradient is not computed and
+        None is returned (the first layer of a network does not need it).
+        """
+        state = require_state(self, self._state)
+        learning_rate = check_learning_rate(learning_rate)
+        input_gradient = check_flag(input_gradient, "input_gradient")
+        grad = check_output_gradient(output_gradient, state)
+
+        grad_input, grad_weight, grad_bias = type(self)._functional_backward(
+            grad, state.ctx, input_gradient=input_gradient
+        )
+        self.grads = {"weight": grad_weight}
+        if grad_bias is not None:
+            self.grads["bias"] = grad_bias
+        self._apply_sgd(learning_rate)
+        if grad_input is None:
+            return None
+        return grad_input[0] if state.unbatched else grad_input

@@ -12,19 +12,19 @@ from fastcnn.init import RngLike, check_float_dtype, default_parameters
 from fastcnn.layers._common import (
     LayerState,
     Parameter,
+    ParametrisedLayer,
     check_flag,
     check_input_ndim,
     check_per_sample_shape,
     compact_pair,
-    parametrised_backward,
     pooled_size,
 )
-from fastcnn.layers.base import Layer, as_layer_input
+from fastcnn.layers.base import as_layer_input
 
 _LAYOUT = "(N, C, H, W) or unbatched (C, H, W)"
 
 
-class Conv2D(Layer):
+class Conv2D(ParametrisedLayer):
     """2-d convolution (cross-correlation) over NCHW input, as ``torch.nn.Conv2d``.
 
     Parameters
@@ -71,6 +71,8 @@ class Conv2D(Layer):
 
     weight = Parameter()
     bias = Parameter(optional=True)
+
+    _functional_backward = conv2d_backward
 
     def __init__(
         self,
@@ -205,27 +207,6 @@ class Conv2D(Layer):
             y = y[0]
         self._state = LayerState(ctx, y.shape, y.dtype, unbatched)
         return y
-
-    def backward(
-        self,
-        output_gradient: np.ndarray,
-        learning_rate: float | None = None,
-        *,
-        input_gradient: bool = True,
-    ) -> np.ndarray | None:
-        """Return the input gradient; fill ``grads``; SGD step if ``learning_rate``.
-
-        With ``input_gradient=False`` the input gradient is not computed and
-        None is returned (the first layer of a network does not need it).
-        """
-        return parametrised_backward(
-            self,
-            self._state,
-            output_gradient,
-            learning_rate,
-            conv2d_backward,
-            input_gradient,
-        )
 
     def get_config(self) -> dict[str, Any]:
         """Return the constructor arguments (without ``rng``) as JSON values."""

@@ -12,15 +12,15 @@ from fastcnn.init import RngLike, check_float_dtype, default_parameters
 from fastcnn.layers._common import (
     LayerState,
     Parameter,
+    ParametrisedLayer,
     check_flag,
     check_input_ndim,
     check_per_sample_shape,
-    parametrised_backward,
 )
-from fastcnn.layers.base import Layer, as_layer_input
+from fastcnn.layers.base import as_layer_input
 
 
-class Dense(Layer):
+class Dense(ParametrisedLayer):
     """Affine map ``y = x @ weight.T + bias``, as ``torch.nn.Linear``.
 
     Parameters
@@ -55,6 +55,8 @@ class Dense(Layer):
 
     weight = Parameter()
     bias = Parameter(optional=True)
+
+    _functional_backward = linear_backward
 
     def __init__(
         self,
@@ -121,27 +123,6 @@ class Dense(Layer):
             y = y[0]
         self._state = LayerState(ctx, y.shape, y.dtype, unbatched)
         return y
-
-    def backward(
-        self,
-        output_gradient: np.ndarray,
-        learning_rate: float | None = None,
-        *,
-        input_gradient: bool = True,
-    ) -> np.ndarray | None:
-        """Return the input gradient; fill ``grads``; SGD step if ``learning_rate``.
-
-        With ``input_gradient=False`` the input gradient is not computed and
-        None is returned (the first layer of a network does not need it).
-        """
-        return parametrised_backward(
-            self,
-            self._state,
-            output_gradient,
-            learning_rate,
-            linear_backward,
-            input_gradient,
-        )
 
     def get_config(self) -> dict[str, Any]:
         """Return the constructor arguments (without ``rng``) as JSON values."""
