@@ -242,6 +242,8 @@ def format_row(row: dict[str, Any]) -> str:
         return "-" if v is None else f"{v * 1e3:.3f}"
 
     ratio = "-" if row["ratio"] is None else f"{row['ratio']:.2f}x"
+    if row.get("ratio_low") is not None and row["ratio_low"] != row["ratio_high"]:
+        ratio += f" ({row['ratio_low']:.2f}-{row['ratio_high']:.2f})"
     target = "-" if row["target"] is None else f"<= {row['target']:.1f}x"
     met = {None: "-", True: "yes", False: "NO"}[row["met"]]
     return (
@@ -629,7 +631,14 @@ def markdown(results: dict[str, Any]) -> str:
         )
         + f". Medians of {results['repeats']} repetitions (3 interleaved blocks "
         "per implementation, each after 20 ms of untimed calls) after warm-up; "
-        "times in ms; ratio = fastcnn / PyTorch.",
+        "times in ms; ratio = fastcnn / PyTorch"
+        + (
+            f"; {results['runs']} runs of the whole table: times and ratios are "
+            "the medians over the runs, the ratio's range across them in "
+            "brackets."
+            if results.get("runs", 1) > 1
+            else "."
+        ),
         "",
         "| workload | fastcnn ms | PyTorch ms | reference ms | ratio | target | met |",
         "|---|---|---|---|---|---|---|",
@@ -750,6 +759,34 @@ def chart(results: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
+def merge_runs(tables: list[Table]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Each row's median times over the runs, and the range of its ratio.
+
+    The ratio reported is the median of the runs' ratios; ``ratio_low`` and
+    ``ratio_high`` are the smallest and largest. The extra measurements are
+    medians too.
+    """
+    rows = []
+    for i, first in enumerate(tables[0].rows):
+        runs = [table.rows[i] for table in tables]
+        row = dict(first)
+        for key in ("fastcnn_s", "torch_s", "reference_s"):
+            values = [r[key] for r in runs if r[key] is not None]
+            row[key] = statistics.median(values) if values else None
+        ratios = [r["ratio"] for r in runs if r["ratio"] is not None]
+        if ratios:
+            row["ratio"] = statistics.median(ratios)
+            row["ratio_low"], row["ratio_high"] = min(ratios), max(ratios)
+            if row["target"] is not None:
+                row["met"] = row["ratio"] <= row["target"]
+        rows.append(row)
+    extra = {
+        key: statistics.median(table.extra[key] for table in tables)
+        for key in tables[0].extra
+    }
+    return rows, extra
+
+
 def write_results_md(text: str) -> None:
     old = RESULTS_MD.read_text() if RESULTS_MD.exists() else f"{BEGIN}\n{END}\n"
     head, _, rest = old.partition(BEGIN)
@@ -766,32 +803,45 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--only", default="train,conv,pool,softmax,startup,alloc,scaling"
     )
+    parser.add_argument(
+        "--runs",
+        type=int,
+        default=1,
+        help="time the workloads this many times and report the medians",
+    )
     args = parser.parse_args(argv)
     repeats = 5 if args.quick else 15
     reference = not (args.quick or args.no_reference)
     parts = set(args.only.split(","))
     torch = import_torch()
 
-    table = Table()
-    print(
-        "| workload | fastcnn ms | PyTorch ms | reference ms | ratio | target | met |"
-    )
-    print("|---|---|---|---|---|---|---|")
-    if "train" in parts:
-        run_training(table, torch, repeats)
-    if "conv" in parts:
-        table.extra["matmul_flops"] = matmul_rate(repeats)
-        run_conv(table, torch, repeats, reference)
-    if "pool" in parts:
-        run_pooling(table, torch, repeats, reference)
-    if "softmax" in parts:
-        run_softmax(table, torch, repeats, reference)
+    tables = []
+    for run in range(max(1, args.runs)):
+        table = Table()
+        print(f"run {run + 1} of {max(1, args.runs)}")
+        print(
+            "| workload | fastcnn ms | PyTorch ms | reference ms | ratio | target "
+            "| met |"
+        )
+        print("|---|---|---|---|---|---|---|")
+        if "train" in parts:
+            run_training(table, torch, repeats)
+        if "conv" in parts:
+            table.extra["matmul_flops"] = matmul_rate(repeats)
+            run_conv(table, torch, repeats, reference and run == 0)
+        if "pool" in parts:
+            run_pooling(table, torch, repeats, reference and run == 0)
+        if "softmax" in parts:
+            run_softmax(table, torch, repeats, reference and run == 0)
+        tables.append(table)
+    rows, extra = merge_runs(tables)
     results: dict[str, Any] = {
         "arguments": " ".join(sys.argv[1:] if argv is None else argv),
         "repeats": repeats,
+        "runs": len(tables),
         "environment": environment(torch),
-        "table": table.rows,
-        "extra": table.extra,
+        "table": rows,
+        "extra": extra,
     }
     if "startup" in parts:
         results["startup"] = run_startup(repeats)
