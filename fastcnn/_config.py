@@ -10,14 +10,20 @@ Fast-math flags
     keep full precision in float64.
 
 Threading layer
-    Unless ``NUMBA_THREADING_LAYER`` is set, fastcnn asks Numba for its
-    ``workqueue`` layer: it ships with every Numba wheel (results do not depend on
-    which optional runtime happens to be installed) and it is safe in a process
-    forked after kernels have run, which GNU OpenMP is not. ``workqueue`` must not
-    launch two parallel regions at once, so every parallel kernel call holds
-    :data:`KERNEL_LOCK`; calls from several Python threads are therefore serialised,
-    each of them still using all of Numba's threads. A forked child gets a fresh,
-    unheld lock, even when another thread of the parent held it at the fork.
+    Unless ``NUMBA_THREADING_LAYER`` is set, fastcnn runs its parallel kernels on
+    Intel TBB when the ``tbb`` package is installed (``pip install fastcnn[tbb]``;
+    the ``train`` extra includes it) and on Numba's own ``workqueue`` layer
+    otherwise; never on GNU OpenMP, which a forked child cannot use. Both chosen
+    layers survive ``fork``. TBB starts a parallel region in microseconds where
+    ``workqueue``, which puts its threads to sleep after every region, needs a
+    wake-up that costs about 100 us on a virtual machine: the kernels of a training
+    step are too short for that. Results are the same on either layer (every
+    ``prange`` iteration owns what it writes). ``workqueue`` must not launch two
+    parallel regions at once, so every parallel kernel call holds
+    :data:`KERNEL_LOCK`, whichever layer runs; calls from several Python threads
+    are therefore serialised, each of them still using all of Numba's threads. A
+    forked child gets a fresh, unheld lock, even when another thread of the parent
+    held it at the fork.
 
 Thread counts
     :func:`set_num_threads` sets the Numba threads of the calling Python thread
@@ -46,8 +52,10 @@ Bounds checking
 
 from __future__ import annotations
 
+import ctypes
 import functools
 import os
+import sys
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -56,8 +64,40 @@ import numba
 
 FASTMATH: frozenset[str] = frozenset({"reassoc", "contract", "nsz", "arcp"})
 
+
+def _tbb_loads() -> bool:
+    """Whether Numba's TBB threading layer can be loaded in this process.
+
+    The ``tbb`` wheel puts ``libtbb`` in the environment's ``lib`` folder, which
+    the dynamic loader does not search in a virtual environment; loading it from
+    there by path first lets Numba's TBB layer find it by name. Numba needs TBB
+    2021.6 or newer (interface version 12060). Importing Numba's layer module
+    starts no threads.
+    """
+    names = {"linux": "libtbb.so.12", "darwin": "libtbb.12.dylib"}
+    name = names.get(sys.platform)
+    if name is None:
+        return False
+    bundled = os.path.join(sys.prefix, "lib", name)
+    try:
+        libtbb = ctypes.CDLL(bundled if os.path.exists(bundled) else name)
+        libtbb.TBB_runtime_interface_version.restype = ctypes.c_int
+        if libtbb.TBB_runtime_interface_version() < _TBB_INTERFACE_MINIMUM:
+            return False
+        from numba.np.ufunc import tbbpool  # noqa: F401
+    except (ImportError, OSError, AttributeError):
+        return False
+    return True
+
+
+#: The oldest TBB interface version Numba's TBB layer accepts.
+_TBB_INTERFACE_MINIMUM = 12060
+
+#: The threading layer fastcnn asks Numba for, unless NUMBA_THREADING_LAYER is set.
+PREFERRED_LAYER = "tbb" if _tbb_loads() else "workqueue"
+
 if "NUMBA_THREADING_LAYER" not in os.environ:
-    numba.config.THREADING_LAYER = "workqueue"
+    numba.config.THREADING_LAYER = PREFERRED_LAYER
 
 #: Held for the duration of every parallel kernel call (see the module docstring).
 KERNEL_LOCK = threading.RLock()

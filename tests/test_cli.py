@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 import fastcnn
+from fastcnn import _config
 from fastcnn.cli import main
 
 MNIST = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"
@@ -138,7 +139,7 @@ def test_python_dash_m_runs_the_same_command():
     )
     assert result.returncode == 0, result.stderr
     assert f"fastcnn {fastcnn.__version__}" in result.stdout
-    assert "threading layer: workqueue" in result.stdout
+    assert f"threading layer: {_config.PREFERRED_LAYER}" in result.stdout
 
 
 def test_negative_seed_is_refused_naming_the_option(capsys):

@@ -9,8 +9,11 @@ test run. Forked children are given timeouts, so a hang fails the test.
 
 from __future__ import annotations
 
+import importlib.metadata
+import importlib.util
 import json
 import multiprocessing
+import os
 import subprocess
 import sys
 import textwrap
@@ -248,3 +251,84 @@ def test_forks_while_another_thread_keeps_calling_kernels():
         stop.set()
         busy.join(timeout=60)
     assert not errors
+
+
+# ----------------------------------------------------------------------
+# Threading layers
+
+_LAYER_SCRIPT = textwrap.dedent(
+    """
+    import hashlib
+    import json
+
+    import numba
+    import numpy as np
+
+    import fastcnn.functional as F
+    from fastcnn.losses import CrossEntropyLoss
+    from fastcnn.nets import lenet
+    from fastcnn.optim import SGD
+
+    rng = np.random.default_rng(3)
+    # Large enough for every kernel to take its parallel compile.
+    images = rng.standard_normal((64, 1, 28, 28)).astype(np.float32)
+    labels = rng.integers(0, 10, 64)
+    model = lenet(rng=0)
+    optimizer = SGD(model, lr=0.05, momentum=0.9)
+    criterion = CrossEntropyLoss()
+    for _ in range(3):
+        optimizer.zero_grad()
+        criterion.forward(model.forward(images), labels)
+        model.backward(criterion.backward())
+        optimizer.step()
+    x = rng.standard_normal((16, 8, 32, 32)).astype(np.float32)
+    weight = rng.standard_normal((16, 8, 3, 3)).astype(np.float32)
+    y, ctx = F.conv2d_forward(x, weight, stride=2, padding=1)
+    arrays = [*model.params.values(), y, *F.conv2d_backward(y, ctx)[:2]]
+    digest = hashlib.sha256(b"".join(a.tobytes() for a in arrays)).hexdigest()
+    print(json.dumps({"layer": numba.threading_layer(), "digest": digest}))
+    """
+)
+
+
+def _run_layer_script(layer: str | None) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k != "NUMBA_THREADING_LAYER"}
+    if layer is not None:
+        env["NUMBA_THREADING_LAYER"] = layer
+    result = subprocess.run(
+        [sys.executable, "-c", _LAYER_SCRIPT],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def test_fastcnn_chooses_its_preferred_layer_and_never_gnu_openmp():
+    # Guards against Numba's own choice, which takes GNU OpenMP (not usable in
+    # a forked child) before workqueue when TBB is missing.
+    assert _config.PREFERRED_LAYER in ("tbb", "workqueue")
+    assert _run_layer_script(None)["layer"] == _config.PREFERRED_LAYER
+
+
+def test_tbb_is_preferred_when_the_tbb_package_is_installed():
+    if importlib.util.find_spec("numba.np.ufunc.tbbpool") is None:
+        pytest.skip("this Numba has no TBB layer")
+    try:
+        importlib.metadata.version("tbb")
+    except importlib.metadata.PackageNotFoundError:
+        pytest.skip("the tbb package is not installed")
+    assert _config.PREFERRED_LAYER == "tbb"
+
+
+def test_tbb_and_workqueue_give_the_same_bits():
+    # Results must not depend on the threading layer: every prange iteration
+    # owns what it writes, whichever layer schedules it.
+    if _config.PREFERRED_LAYER != "tbb":
+        pytest.skip("TBB cannot be loaded here")
+    on_tbb = _run_layer_script("tbb")
+    on_workqueue = _run_layer_script("workqueue")
+    assert (on_tbb["layer"], on_workqueue["layer"]) == ("tbb", "workqueue")
+    assert on_tbb["digest"] == on_workqueue["digest"]

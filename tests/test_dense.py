@@ -215,3 +215,60 @@ ERRORS = [
 def test_bad_arguments_raise_naming_the_argument(call, error, match):
     with pytest.raises(error, match=match):
         call()
+
+
+def _blas_threads() -> list[int]:
+    from threadpoolctl import threadpool_info
+
+    return [
+        lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"
+    ]
+
+
+def test_large_products_run_on_one_blas_thread_and_the_pool_is_restored(
+    rng, monkeypatch
+):
+    # Guards against multi-threaded BLAS products whose spinning threads take the
+    # cores from the Numba kernels after them, and against a pool left shrunk.
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    seen = []
+    real_dot = np.dot
+
+    def recording_dot(*args, **kwargs):
+        seen.append(_blas_threads())
+        return real_dot(*args, **kwargs)
+
+    x = rng.standard_normal((256, 784)).astype(np.float32)
+    weight = rng.standard_normal((64, 784)).astype(np.float32)
+    with threadpoolctl.threadpool_limits(2, user_api="blas"):
+        before = _blas_threads()
+        if not before or max(before) < 2:
+            pytest.skip("needs a BLAS pool of at least 2 threads")
+        monkeypatch.setattr(np, "dot", recording_dot)
+        y, ctx = F.linear_forward(x, weight)
+        F.linear_backward(np.ones_like(y), ctx)
+        monkeypatch.undo()
+        assert _blas_threads() == before
+    assert len(seen) == 3  # y, grad_input, grad_weight
+    assert all(threads == [1] * len(before) for threads in seen), seen
+    np.testing.assert_allclose(y, x @ weight.T, rtol=1e-5, atol=1e-4)
+
+
+def test_small_products_leave_the_blas_pool_alone(rng, monkeypatch):
+    # One-sample products run on one BLAS thread anyway: no calls into BLAS's
+    # thread settings for them.
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    x = rng.standard_normal((1, 10)).astype(np.float32)
+    weight = rng.standard_normal((3, 10)).astype(np.float32)
+    with threadpoolctl.threadpool_limits(2, user_api="blas"):
+        before = _blas_threads()
+        seen = []
+        real_dot = np.dot
+        monkeypatch.setattr(
+            np,
+            "dot",
+            lambda *a, **k: (seen.append(_blas_threads()), real_dot(*a, **k))[1],
+        )
+        F.linear(x, weight)
+        monkeypatch.undo()
+    assert seen == [before]

@@ -1,7 +1,8 @@
 """The dense (fully connected) layer's forward and backward pass, as in F.linear.
 
-The matrix products go through ``np.dot`` (BLAS); adding the bias and summing
-its gradient are the parallel Numba kernels of :mod:`fastcnn.kernels.dense`.
+The matrix products go through ``np.dot`` (BLAS), on one BLAS thread (see
+:mod:`fastcnn.functional._blas`); adding the bias and summing its gradient are the
+parallel Numba kernels of :mod:`fastcnn.kernels.dense`.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from fastcnn._validation import check_array, check_same_dtype
+from fastcnn.functional._blas import single_blas_thread
 from fastcnn.functional._workspace import Workspace, check_workspace, take
 from fastcnn.kernels.dense import add_bias_rows, sum_rows_into
 
@@ -115,7 +117,8 @@ def linear_forward(
     # np.dot rather than np.matmul, here and in the backward pass: with ``out``
     # matmul costs several microseconds more per call, which a batch of one
     # image notices; both hand the product to BLAS.
-    np.dot(x2d, weight.T, out=y)
+    with single_blas_thread(rows * in_features * out_features):
+        np.dot(x2d, weight.T, out=y)
     if bias is not None:
         add_bias_rows(y, bias)
 
@@ -203,15 +206,16 @@ def linear_backward(
     workspace, dtype = ctx.workspace, grad_output.dtype
 
     grad_input = None
-    if input_gradient:
-        grad_input = take(
-            workspace, "linear.grad_input", (len(g2d), ctx.x.shape[1]), dtype
-        )
-        np.dot(g2d, ctx.weight, out=grad_input)
-        grad_input = grad_input.reshape(ctx.input_shape)
-    grad_weight = take(workspace, "linear.grad_weight", ctx.weight.shape, dtype)
-    # (np.matmul does not even hand this product to BLAS for a single row.)
-    np.dot(g2d.T, ctx.x, out=grad_weight)
+    with single_blas_thread(ctx.x.size * out_features):
+        if input_gradient:
+            grad_input = take(
+                workspace, "linear.grad_input", (len(g2d), ctx.x.shape[1]), dtype
+            )
+            np.dot(g2d, ctx.weight, out=grad_input)
+            grad_input = grad_input.reshape(ctx.input_shape)
+        grad_weight = take(workspace, "linear.grad_weight", ctx.weight.shape, dtype)
+        # (np.matmul does not even hand this product to BLAS for a single row.)
+        np.dot(g2d.T, ctx.x, out=grad_weight)
     grad_bias = None
     if ctx.has_bias:
         grad_bias = take(workspace, "linear.grad_bias", (out_features,), dtype)

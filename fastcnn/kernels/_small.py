@@ -20,10 +20,38 @@ import types
 from collections.abc import Callable
 from typing import Any
 
+import numba
+
 from fastcnn._config import serial_kernel
 
 #: Elements of the work-measuring array below which the serial twin runs.
 SERIAL_WORK = 1 << 15
+
+#: The thresholds above are measured on the ``workqueue`` layer, which wakes its
+#: threads for every region (about 100 us on a virtual machine). TBB and OpenMP
+#: start a region in a few microseconds, and parallel calls pay from about this
+#: many times less work: measured with TBB on two cores, element-wise kernels from
+#: 2**15 elements, the direct convolution from 4 samples of 3136 outputs.
+CHEAP_LAUNCH_DIVISOR = 8
+
+
+def launch_threshold(threshold: int) -> int:
+    """Scale a serial threshold measured on ``workqueue`` to this process's layer.
+
+    Parameters
+    ----------
+    threshold : int
+        Elements below which a kernel runs serially on the ``workqueue`` layer.
+
+    Returns
+    -------
+    int
+        ``threshold`` on ``workqueue``, ``threshold // CHEAP_LAUNCH_DIVISOR`` on
+        the layers that start parallel regions cheaply.
+    """
+    if str(numba.config.THREADING_LAYER).lower() == "workqueue":
+        return threshold
+    return threshold // CHEAP_LAUNCH_DIVISOR
 
 
 class SizedKernel:
@@ -58,7 +86,7 @@ class SizedKernel:
         self.serial = serial_kernel(twin)
         self.py_func = source
         self.work_arg = work_arg
-        self.threshold = threshold
+        self.threshold = launch_threshold(threshold)
         self.__name__ = source.__name__
         self.__qualname__ = source.__qualname__
         self.__doc__ = source.__doc__
@@ -84,9 +112,10 @@ def serial_below(
         Position of the array argument whose size measures the call's work
         (usually the output).
     threshold : int, default SERIAL_WORK
-        Elements of that array below which the serial twin runs. Kernels doing
-        little per element (a copy, a comparison) need more elements than
-        :data:`SERIAL_WORK` before two threads pay for the parallel launch.
+        Elements of that array below which the serial twin runs on the
+        ``workqueue`` layer (scaled by :func:`launch_threshold` on the others).
+        Kernels doing little per element (a copy, a comparison) need more
+        elements than :data:`SERIAL_WORK` before two threads pay for the launch.
     """
 
     def decorate(kernel: Callable) -> SizedKernel:

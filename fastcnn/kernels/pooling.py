@@ -525,7 +525,8 @@ def avg_pool2d_backward(
 
 #: Elements of the work-measuring array below which the 2x2 kernels run their
 #: single-threaded twin: a chunk costs about as much as copying it, so a parallel
-#: region (some 90 us to start) pays only for inputs of a few megabytes.
+#: region (some 90 us to start on workqueue) pays only for inputs of a few
+#: megabytes (scaled by :func:`~fastcnn.kernels._small.launch_threshold`).
 SERIAL_WORK_2X2 = 1 << 20
 
 
@@ -534,7 +535,7 @@ class _LargeWorkKernel(SizedKernel):
     elements of work, or when asked for a single block (its last argument)."""
 
     def __call__(self, *args):
-        if args[self.work_arg].size < SERIAL_WORK_2X2 or args[-1] <= 1:
+        if args[self.work_arg].size < self.threshold or args[-1] <= 1:
             return self.serial(*args)
         return self.parallel(*args)
 
@@ -543,7 +544,7 @@ def _serial_below_large(work_arg: int):
     """Like :func:`serial_below`, with the threshold of the 2x2 kernels."""
 
     def decorate(kernel):
-        return _LargeWorkKernel(kernel, work_arg)
+        return _LargeWorkKernel(kernel, work_arg, SERIAL_WORK_2X2)
 
     return decorate
 
