@@ -19,8 +19,12 @@ import numpy as np
 
 from fastcnn._validation import check_int
 from fastcnn.functional._workspace import Workspace
+from fastcnn.functional.activations import relu_backward
 from fastcnn.layers._common import ParametrisedLayer, check_flag
+from fastcnn.layers.activations import ReLU
 from fastcnn.layers.base import Layer, as_layer_input
+from fastcnn.layers.conv import Conv2D
+from fastcnn.layers.pooling import MaxPool2D
 from fastcnn.layers.softmax import SoftmaxCrossEntropy
 from fastcnn.losses import CrossEntropyLoss
 from fastcnn.optim import SGD, Optimizer
@@ -158,6 +162,9 @@ class Sequential:
                 layer.workspace = Workspace()
         self.layers: list[Layer] = layers
         self._input_shape: tuple[int, ...] | None = None
+        # Outputs of max-pool layers that follow a ReLU, by position, from the
+        # last forward pass (see backward).
+        self._relu_pool_outputs: dict[int, np.ndarray] = {}
 
     # ------------------------------------------------------------------
     # Container helpers
@@ -238,8 +245,22 @@ class Sequential:
         """
         x = as_layer_input(x, "x", self.dtype)
         self._input_shape = x.shape[1:]
-        for layer in self.layers:
+        layers = self.layers
+        self._relu_pool_outputs = {}
+        fused_relu = None
+        for i, layer in enumerate(layers):
+            if layer is fused_relu:
+                # The convolution before it already applied it.
+                layer._adopt_output(x)
+                continue
+            if type(layer) is Conv2D and i + 1 < len(layers):
+                if type(layers[i + 1]) is ReLU:
+                    fused_relu = layers[i + 1]
+                    x = layer._forward(x, relu=True)
+                    continue
             x = layer.forward(x)
+            if type(layer) is MaxPool2D and i > 0 and type(layers[i - 1]) is ReLU:
+                self._relu_pool_outputs[i] = x
         return x.copy()
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
@@ -280,12 +301,24 @@ class Sequential:
                 (i for i, layer in enumerate(self.layers) if layer.params),
                 len(self.layers),
             )
-        for i in range(len(self.layers) - 1, first - 1, -1):
+        pooled = self._relu_pool_outputs
+        i = len(self.layers) - 1
+        while i >= first:
             layer = self.layers[i]
             if i == first and not input_gradient and _can_skip_input_gradient(layer):
                 layer.backward(grad, learning_rate, input_gradient=False)
                 return None
+            if i in pooled and i - 1 >= first:
+                # ReLU then max-pool: the pool routes each gradient to its
+                # window's maximum, which is the pool's output, so the ReLU's
+                # gradient applies to the pooled gradient, four times smaller.
+                relu = self.layers[i - 1]
+                grad = relu_backward(grad, pooled[i], workspace=relu.workspace)
+                grad = layer.backward(grad, learning_rate)
+                i -= 2
+                continue
             grad = layer.backward(grad, learning_rate)
+            i -= 1
         return grad.copy() if input_gradient else None
 
     def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from fastcnn.layers import (
+    AvgPool2D,
     Conv2D,
     Dense,
     Dropout,
@@ -526,3 +527,91 @@ def test_summary_of_a_small_cnn():
     assert rows[6].split() == ["3", "Flatten", "(36,)", "0"]
     assert rows[7].split() == ["4", "Dense", "(3,)", "111"]
     assert rows[-1] == "Total parameters: 151"
+
+
+# ----------------------------------------------------------------------
+# Fused layers: a Conv2D followed by a ReLU is computed in one pass, and the
+# ReLU's gradient before a max-pool is applied to the pooled gradient. Both must
+# give exactly what the layers give one at a time.
+
+
+def _layer_by_layer(model, x, grad):
+    out = x
+    for layer in model.layers:
+        out = layer.forward(out).copy()
+    for layer in reversed(model.layers):
+        grad = layer.backward(grad).copy()
+    grads = {k: v.copy() for k, v in model.grads.items()}
+    return out, grad, grads
+
+
+def _fusion_models(dtype):
+    conv_pool = [
+        Conv2D(2, 4, 3, padding=1, dtype=dtype, rng=1),
+        ReLU(),
+        MaxPool2D(2),
+        Conv2D(4, 6, 5, padding=2, dtype=dtype, rng=2),  # matrix-product path
+        ReLU(),
+        MaxPool2D(2, stride=1),  # overlapping windows
+        Flatten(),
+        Dense(6 * 3 * 3, 5, dtype=dtype, rng=3),
+    ]
+    no_pool = [
+        Conv2D(2, 3, 3, stride=2, dtype=dtype, rng=4),
+        ReLU(),
+        Flatten(),
+        Dense(3 * 4 * 4, 4, dtype=dtype, rng=5),
+        ReLU(),
+    ]
+    not_fused = [ReLU(), AvgPool2D(2), Conv2D(2, 2, 3, dtype=dtype, rng=6), ReLU()]
+    return [conv_pool, no_pool, not_fused]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize(
+    ("which", "relu_forwards", "relu_backwards"), [(0, 0, 0), (1, 1, 2), (2, 1, 2)]
+)
+def test_fused_layers_give_the_bits_of_the_layers_one_at_a_time(
+    rng, monkeypatch, dtype, which, relu_forwards, relu_backwards
+):
+    model = Sequential(_fusion_models(dtype)[which])
+    x = rng.standard_normal((3, 2, 9, 9)).astype(dtype)
+    x[0, 0, :3, :3] = 0.0  # zero windows: ties and exact zeros
+    x[1, 1, 4, 4] = np.nan  # NaN through the ReLU and the pool
+    out_shape = (3, *model.output_shape((2, 9, 9)))
+    grad = rng.standard_normal(out_shape).astype(dtype)
+
+    want_out, want_grad, want_params = _layer_by_layer(model, x, grad)
+    calls = {"forward": 0, "backward": 0}
+    for method in calls:
+        original = getattr(ReLU, method)
+
+        def counted(self, *args, _original=original, _method=method, **kwargs):
+            calls[_method] += 1
+            return _original(self, *args, **kwargs)
+
+        monkeypatch.setattr(ReLU, method, counted)
+    out = model.forward(x)
+    got_grad = model.backward(grad)
+    # The fused paths were taken: ReLUs after a Conv2D ran no forward of their
+    # own, ReLUs before a MaxPool2D no backward.
+    assert (calls["forward"], calls["backward"]) == (relu_forwards, relu_backwards)
+
+    np.testing.assert_array_equal(out, want_out)
+    np.testing.assert_array_equal(got_grad, want_grad)
+    assert model.grads.keys() == want_params.keys()
+    for name, value in model.grads.items():
+        np.testing.assert_array_equal(value, want_params[name], err_msg=name)
+    assert np.isnan(out).any() or which == 2  # the NaN did reach the output
+
+
+def test_fused_relu_layer_can_still_run_its_own_backward(rng):
+    # After a fused forward the ReLU holds the convolution's output, so calling
+    # its backward by hand gives its usual gradient.
+    conv, relu = Conv2D(1, 2, 3, padding=1, rng=0), ReLU()
+    model = Sequential([conv, relu])
+    x = rng.standard_normal((2, 1, 5, 5)).astype(np.float32)
+    y = model.forward(x)
+    g = rng.standard_normal(y.shape).astype(np.float32)
+    np.testing.assert_array_equal(relu.backward(g), np.where(y > 0, g, 0))
+    assert (y >= 0).all()

@@ -48,6 +48,7 @@ from fastcnn.functional._workspace import (
     take,
     take_zeros,
 )
+from fastcnn.kernels.activations import relu_flat
 from fastcnn.kernels.conv import col2im, gather_grad_output, im2col, scatter_output
 from fastcnn.kernels.conv_direct import conv2d_direct, conv2d_direct_grad_weight
 
@@ -310,6 +311,32 @@ def conv2d_forward(
     empty ``(0, C_out, H_out, W_out)`` array and the backward pass returns a
     zero-size ``grad_input`` and zero ``grad_weight`` and ``grad_bias``.
     """
+    return conv2d_relu_forward(
+        x, weight, bias, stride, padding, dilation, groups, workspace, relu=False
+    )
+
+
+def conv2d_relu_forward(
+    x: np.ndarray,
+    weight: np.ndarray,
+    bias: np.ndarray | None,
+    stride: Pair,
+    padding: Pair | str,
+    dilation: Pair,
+    groups: int,
+    workspace: Workspace | None,
+    *,
+    relu: bool,
+) -> tuple[np.ndarray, Conv2dContext]:
+    """:func:`conv2d_forward`, optionally followed by a ReLU in the same pass.
+
+    With ``relu`` the output is ``relu(conv2d(x, ...))``, written by the
+    convolution's last pass, while the context stays that of the convolution:
+    :func:`conv2d_backward` expects the gradient with respect to the
+    convolution's output, before the ReLU. ``Sequential`` uses this for a
+    ``Conv2D`` followed by a ``ReLU``, whose backward pass applies the ReLU's
+    gradient from that output (``relu(v) > 0`` exactly where ``v > 0``).
+    """
     x, weight, bias, stride, pads, dilation, groups, size_out, unbatched = (
         _check_arguments(x, weight, bias, stride, padding, dilation, groups)
     )
@@ -331,7 +358,7 @@ def conv2d_forward(
     direct = _uses_direct(weight.shape, stride, pads, dilation, groups)
     y = take(workspace, "conv2d.y", (n, c_out, h_out, w_out), x.dtype)
     if direct:
-        conv2d_direct(x, weight, bias, y, pads[0], pads[2], *dilation)
+        conv2d_direct(x, weight, bias, y, pads[0], pads[2], *dilation, relu)
         cols = None
     else:
         cols = take(workspace, "conv2d.cols", (rows, min(m, n), h_out, w_out), x.dtype)
@@ -348,6 +375,9 @@ def conv2d_forward(
                 out=out_chunk.reshape(groups, c_out_group, size * length),
             )
         scatter_output(out, y.reshape(n, c_out, length), bias)
+        if relu:
+            flat = y.reshape(-1)
+            relu_flat(flat, flat)
         if m < n:
             cols = None
 
@@ -436,6 +466,7 @@ def _direct_grad_input(
         dil_w * (kw - 1) - pad_left,
         dil_h,
         dil_w,
+        False,
     )
 
 

@@ -68,7 +68,11 @@ class SizedKernel:
     """
 
     def __init__(
-        self, kernel: Callable, work_arg: int, threshold: int = SERIAL_WORK
+        self,
+        kernel: Callable,
+        work_arg: int,
+        threshold: int = SERIAL_WORK,
+        extent_arg: int | None = None,
     ) -> None:
         source = kernel.py_func
         twin = types.FunctionType(
@@ -87,13 +91,16 @@ class SizedKernel:
         self.py_func = source
         self.work_arg = work_arg
         self.threshold = launch_threshold(threshold)
+        self.extent_arg = extent_arg
         self.__name__ = source.__name__
         self.__qualname__ = source.__qualname__
         self.__doc__ = source.__doc__
         self.__module__ = source.__module__
 
     def __call__(self, *args: Any) -> Any:
-        if args[self.work_arg].size < self.threshold:
+        if args[self.work_arg].size < self.threshold or (
+            self.extent_arg is not None and len(args[self.extent_arg]) < 2
+        ):
             return self.serial(*args)
         return self.parallel(*args)
 
@@ -102,7 +109,7 @@ class SizedKernel:
 
 
 def serial_below(
-    work_arg: int, threshold: int = SERIAL_WORK
+    work_arg: int, threshold: int = SERIAL_WORK, extent_arg: int | None = None
 ) -> Callable[[Callable], SizedKernel]:
     """Decorate a ``parallel_kernel`` to run serially when its work is small.
 
@@ -116,9 +123,13 @@ def serial_below(
         ``workqueue`` layer (scaled by :func:`launch_threshold` on the others).
         Kernels doing little per element (a copy, a comparison) need more
         elements than :data:`SERIAL_WORK` before two threads pay for the launch.
+    extent_arg : int, optional
+        Position of the array whose first axis the ``prange`` loop runs over
+        (the samples, the shares): with a single entry there is nothing to share
+        out, and the serial twin runs whatever the work.
     """
 
     def decorate(kernel: Callable) -> SizedKernel:
-        return SizedKernel(kernel, work_arg, threshold)
+        return SizedKernel(kernel, work_arg, threshold, extent_arg)
 
     return decorate

@@ -117,9 +117,9 @@ def _add_row5(acc, row, taps, dil_w):
             a1[q] += w10 * v0 + w11 * v1 + w12 * v2 + w13 * v3 + w14 * v4
 
 
-@serial_below(3)
+@serial_below(3, extent_arg=0)
 @parallel_kernel
-def conv2d_direct(x, weight, bias, y, pad_top, pad_left, dil_h, dil_w):
+def conv2d_direct(x, weight, bias, y, pad_top, pad_left, dil_h, dil_w, relu):
     """Stride-1, single-group convolution written straight into NCHW output.
 
     Parameters
@@ -136,6 +136,9 @@ def conv2d_direct(x, weight, bias, y, pad_top, pad_left, dil_h, dil_w):
         the windows).
     pad_top, pad_left, dil_h, dil_w : int
         Top/left zero padding and dilation.
+    relu : bool
+        Whether to write ``relu(conv + bias)`` (0 for negative values, NaN kept)
+        instead of ``conv + bias``, in the same pass.
     """
     n_batch, c_in, h, w = x.shape
     c_out, kh, kw = weight.shape[0], weight.shape[2], weight.shape[3]
@@ -178,13 +181,15 @@ def conv2d_direct(x, weight, bias, y, pad_top, pad_left, dil_h, dil_w):
                                 for q in range(length):
                                     dst[q] += tap * run[q]
 
+            zero = y.dtype.type(0)
             for b in range(block):
                 offset = bias[co + b]
                 src = acc[b]
                 dst = y[n, co + b]
                 for oh in range(h_out):
                     for ow in range(w_out):
-                        dst[oh, ow] = src[oh * wp + ow] + offset
+                        value = src[oh * wp + ow] + offset
+                        dst[oh, ow] = zero if relu and value < zero else value
 
 
 @serial_kernel
@@ -353,7 +358,7 @@ def _add_sample_grads(
                             taps[b, j] += total
 
 
-@serial_below(1)
+@serial_below(1, extent_arg=2)
 @parallel_kernel
 def conv2d_direct_grad_weight(
     x, grad_output, weight_parts, bias_parts, pad_top, pad_left, dil_h, dil_w

@@ -17,8 +17,14 @@ from fastcnn.kernels._small import serial_below
 #: constant compiled into the kernel (see :mod:`fastcnn._config`, Caching).
 FEATURE_BLOCK = 32
 
+#: Elements below which the bias kernels run on one thread: they do one addition
+#: per element, and measured with TBB on two cores (whose launches are eight
+#: times cheaper than workqueue's, see :mod:`fastcnn.kernels._small`) two threads
+#: win only from about 2**18 elements.
+BIAS_SERIAL_WORK = 1 << 21
 
-@serial_below(0)
+
+@serial_below(0, BIAS_SERIAL_WORK)
 @parallel_kernel
 def add_bias_rows(y, bias):
     """Add ``bias`` to every row of ``y`` in place.
@@ -37,7 +43,7 @@ def add_bias_rows(y, bias):
             y[i, j] += bias[j]
 
 
-@serial_below(0)
+@serial_below(0, BIAS_SERIAL_WORK)
 @parallel_kernel
 def sum_rows_into(grad_output, grad_bias):
     """Write the column sums of ``grad_output`` to ``grad_bias``.

@@ -79,6 +79,16 @@ class ReLU(_Activation):
     def _apply(self, x: np.ndarray) -> np.ndarray:
         return relu(x, workspace=self.workspace)
 
+    def _adopt_output(self, y: np.ndarray) -> None:
+        """Take ``y = relu(x)``, computed elsewhere, as this layer's last output.
+
+        ``Sequential`` has a convolution apply the ReLU in its own last pass and
+        hands the result here. The backward pass then uses ``y`` where it would
+        use ``x``: ``y <= 0`` exactly where ``x <= 0`` (NaN in both or neither),
+        so the gradient is the same.
+        """
+        self._state = LayerState(y, y.shape, y.dtype, unbatched=False)
+
     def _derive(self, grad: np.ndarray, saved: np.ndarray) -> np.ndarray:
         return relu_backward(grad, saved, workspace=self.workspace)
 

@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 
 from fastcnn._validation import check_int, check_pair
-from fastcnn.functional.conv import conv2d_backward, conv2d_forward
+from fastcnn.functional.conv import conv2d_backward, conv2d_relu_forward
 from fastcnn.init import RngLike, check_float_dtype, default_parameters
 from fastcnn.layers._common import (
     LayerState,
@@ -186,6 +186,14 @@ class Conv2D(ParametrisedLayer):
 
     def forward(self, input: np.ndarray) -> np.ndarray:
         """Convolve ``input`` of shape (N, C_in, H, W) or (C_in, H, W)."""
+        return self._forward(input, relu=False)
+
+    def _forward(self, input: np.ndarray, *, relu: bool) -> np.ndarray:
+        """:meth:`forward`; with ``relu`` the output is passed through a ReLU.
+
+        The state kept for :meth:`backward` is the convolution's alone: backward
+        then takes the gradient with respect to the output before the ReLU.
+        """
         x = as_layer_input(input, "input", self.dtype)
         check_input_ndim(x, (3, 4), _LAYOUT)
         self.output_shape(x.shape[-3:])
@@ -193,15 +201,16 @@ class Conv2D(ParametrisedLayer):
         if unbatched:
             x = x[np.newaxis]
 
-        y, ctx = conv2d_forward(
+        y, ctx = conv2d_relu_forward(
             x,
             self.weight,
             self.bias,
-            stride=self.stride,
-            padding=self.padding,
-            dilation=self.dilation,
-            groups=self.groups,
-            workspace=self.workspace,
+            self.stride,
+            self.padding,
+            self.dilation,
+            self.groups,
+            self.workspace,
+            relu=relu,
         )
         if unbatched:
             y = y[0]
