@@ -57,6 +57,7 @@ import functools
 import os
 import sys
 import threading
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -103,14 +104,48 @@ if "NUMBA_THREADING_LAYER" not in os.environ:
 KERNEL_LOCK = threading.RLock()
 
 
-def _renew_lock_in_child() -> None:
+#: True in a child forked while another thread of its parent was attached to TBB
+#: (it had run a parallel kernel and was still alive). TBB cannot shut its
+#: workers down for such a fork ("Unable to join threads to shut down before
+#: fork()"), and a parallel region in the child may then never end; the child
+#: therefore runs every kernel's single-threaded twin instead.
+SERIAL_ONLY = False
+
+# Python threads that have run a parallel kernel: TBB keeps each attached until
+# it ends.
+_kernel_threads: weakref.WeakSet[threading.Thread] = weakref.WeakSet()
+_this_thread = threading.local()
+_fork_unsafe = False
+
+
+def _note_kernel_thread() -> None:
+    _this_thread.noted = True
+    _kernel_threads.add(threading.current_thread())
+
+
+def _before_fork() -> None:
+    global _fork_unsafe
+    try:
+        layer = numba.threading_layer()
+    except ValueError:  # no parallel region has run yet
+        layer = None
+    me = threading.current_thread()
+    _fork_unsafe = layer == "tbb" and any(
+        thread is not me and thread.is_alive() for thread in list(_kernel_threads)
+    )
+
+
+def _in_child_after_fork() -> None:
     # The child has only the forking thread: a lock held by any other thread of
     # the parent would stay held for ever, so the child starts with a new one.
-    global KERNEL_LOCK
+    global KERNEL_LOCK, SERIAL_ONLY, _this_thread
     KERNEL_LOCK = threading.RLock()
+    SERIAL_ONLY = SERIAL_ONLY or _fork_unsafe
+    _kernel_threads.clear()
+    _this_thread = threading.local()
 
 
-os.register_at_fork(after_in_child=_renew_lock_in_child)
+os.register_at_fork(before=_before_fork, after_in_child=_in_child_after_fork)
 
 
 def _njit(fn: Callable, parallel: bool) -> Any:
@@ -145,6 +180,8 @@ def parallel_kernel(fn: Callable) -> Callable:
 
     @functools.wraps(fn)
     def locked(*args):
+        if not getattr(_this_thread, "noted", False):
+            _note_kernel_thread()
         with KERNEL_LOCK:
             return dispatcher(*args)
 

@@ -332,3 +332,75 @@ def test_tbb_and_workqueue_give_the_same_bits():
     on_workqueue = _run_layer_script("workqueue")
     assert (on_tbb["layer"], on_workqueue["layer"]) == ("tbb", "workqueue")
     assert on_tbb["digest"] == on_workqueue["digest"]
+
+
+def test_a_training_step_gives_the_same_bits_freshly_compiled_and_from_the_cache(
+    tmp_path,
+):
+    # The first run after installing compiles the kernels, later runs load them
+    # from Numba's cache: `fastcnn train` must give the same model either way.
+    env = {k: v for k, v in os.environ.items() if k != "NUMBA_THREADING_LAYER"}
+    env["NUMBA_CACHE_DIR"] = str(tmp_path)
+    digests = []
+    for _ in range(2):
+        result = subprocess.run(
+            [sys.executable, "-c", _LAYER_SCRIPT],
+            capture_output=True,
+            text=True,
+            timeout=600,
+            env=env,
+        )
+        assert result.returncode == 0, result.stderr[-3000:]
+        digests.append(json.loads(result.stdout.strip().splitlines()[-1])["digest"])
+    assert any(tmp_path.rglob("*.nbc"))  # the second run did have a cache
+    assert digests[0] == digests[1]
+
+
+def _send_serial_only(connection) -> None:
+    try:
+        _workload(1)
+        connection.send(_config.SERIAL_ONLY)
+    finally:
+        connection.close()
+
+
+def _fork_and_ask_serial_only() -> bool:
+    context = multiprocessing.get_context("fork")
+    receiver, sender = context.Pipe(duplex=False)
+    child = context.Process(target=_send_serial_only, args=(sender,))
+    child.start()
+    sender.close()
+    try:
+        assert receiver.poll(120), "the forked process gave no answer"
+        return receiver.recv()
+    finally:
+        child.join(timeout=30)
+
+
+def test_a_child_forked_beside_another_kernel_thread_runs_serial_kernels():
+    # TBB cannot shut down for a fork while another thread it knows is alive,
+    # and the child's parallel regions may then hang: such a child runs the
+    # serial twins. A fork with no such thread keeps the parallel kernels.
+    import numba
+
+    _workload(0)
+    if numba.threading_layer() != "tbb":
+        pytest.skip("only TBB needs this")
+    assert _fork_and_ask_serial_only() is False
+
+    ran, finish = threading.Event(), threading.Event()
+
+    def use_kernels_then_wait():
+        _workload(0)
+        ran.set()
+        finish.wait(timeout=120)
+
+    other = threading.Thread(target=use_kernels_then_wait)
+    other.start()
+    try:
+        assert ran.wait(timeout=60)
+        assert _fork_and_ask_serial_only() is True
+    finally:
+        finish.set()
+        other.join(timeout=60)
+    assert _config.SERIAL_ONLY is False  # the parent keeps its parallel kernels

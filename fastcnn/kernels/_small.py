@@ -8,10 +8,13 @@ twin, a second compile of the same Python function, used when the array that
 measures the kernel's work has fewer than :data:`SERIAL_WORK` elements.
 
 Every ``prange`` iteration of a fastcnn kernel owns what it writes, so the twin,
-which runs the iterations in order on one thread, gives the same bits. The twin is
-compiled under its own name (``<kernel>_serial``), so that the on-disk cache
-never hands the parallel compile to the serial one or the other way round (cache
-entries are told apart by name and argument types, not by compile options).
+which runs the iterations in order on one thread, computes the same values; where a
+loop sums with reassociation, two compiles may vectorise it differently and differ
+in the last bits (which compile runs depends on the size of the call, never on the
+thread count). The twin is compiled under its own name (``<kernel>_serial``), so
+that the on-disk cache never hands the parallel compile to the serial one or the
+other way round (cache entries are told apart by name and argument types, not by
+compile options).
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from typing import Any
 
 import numba
 
+from fastcnn import _config
 from fastcnn._config import serial_kernel
 
 #: Elements of the work-measuring array below which the serial twin runs.
@@ -98,8 +102,10 @@ class SizedKernel:
         self.__module__ = source.__module__
 
     def __call__(self, *args: Any) -> Any:
-        if args[self.work_arg].size < self.threshold or (
-            self.extent_arg is not None and len(args[self.extent_arg]) < 2
+        if (
+            args[self.work_arg].size < self.threshold
+            or (self.extent_arg is not None and len(args[self.extent_arg]) < 2)
+            or _config.SERIAL_ONLY
         ):
             return self.serial(*args)
         return self.parallel(*args)

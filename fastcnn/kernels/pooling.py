@@ -535,9 +535,9 @@ class _LargeWorkKernel(SizedKernel):
     elements of work, or when asked for a single block (its last argument)."""
 
     def __call__(self, *args):
-        if args[self.work_arg].size < self.threshold or args[-1] <= 1:
+        if args[-1] <= 1:
             return self.serial(*args)
-        return self.parallel(*args)
+        return super().__call__(*args)
 
 
 def _serial_below_large(work_arg: int):
