@@ -65,6 +65,9 @@ import numba
 
 FASTMATH: frozenset[str] = frozenset({"reassoc", "contract", "nsz", "arcp"})
 
+#: The oldest TBB interface version Numba's TBB layer accepts.
+_TBB_INTERFACE_MINIMUM = 12060
+
 
 def _tbb_loads() -> bool:
     """Whether Numba's TBB threading layer can be loaded in this process.
@@ -90,9 +93,6 @@ def _tbb_loads() -> bool:
         return False
     return True
 
-
-#: The oldest TBB interface version Numba's TBB layer accepts.
-_TBB_INTERFACE_MINIMUM = 12060
 
 #: The threading layer fastcnn asks Numba for, unless NUMBA_THREADING_LAYER is set.
 PREFERRED_LAYER = "tbb" if _tbb_loads() else "workqueue"
