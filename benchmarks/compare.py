@@ -97,8 +97,12 @@ def interleaved(
     fall on both. Before its block, an implementation runs untimed for at least
     :data:`SETTLE` seconds: the thread pools of the other one (PyTorch's OpenMP
     threads, OpenBLAS's) keep spinning for a while after their last task and
-    would otherwise slow the first calls of the block down.
+    would otherwise slow the first calls of the block down. Before anything, the
+    workload waits :data:`QUIET` seconds, so that the pools of the previous
+    workload are asleep (OpenBLAS's threads spin for up to a tenth of a second
+    after a product, and halved the speed of the next workload's kernels).
     """
+    time.sleep(QUIET)
     for _ in range(warmup):
         for f in funcs.values():
             f()
@@ -120,6 +124,9 @@ def interleaved(
 
 #: Seconds an implementation runs untimed before each of its timed blocks.
 SETTLE = 0.02
+
+#: Seconds every workload waits before its warm-up, for idle thread pools.
+QUIET = 0.3
 
 
 def time_reference(f: Callable[[], Any], budget: float = 20.0) -> float | None:
