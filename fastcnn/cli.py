@@ -76,7 +76,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="learning rate (default: 0.02 for sgd, 0.001 for adam)",
     )
-    train.add_argument("--momentum", type=float, default=0.9, help="SGD momentum")
+    train.add_argument(
+        "--momentum",
+        type=float,
+        default=None,
+        help="SGD momentum (default: 0.9; sgd only)",
+    )
     train.add_argument("--seed", type=_non_negative_int, default=0)
     train.add_argument(
         "--threads",
@@ -160,7 +165,8 @@ def _train(args: argparse.Namespace) -> int:
     )
     if args.optimizer == "sgd":
         lr = 0.02 if args.lr is None else args.lr
-        optimizer = SGD(model, lr=lr, momentum=args.momentum)
+        momentum = 0.9 if args.momentum is None else args.momentum
+        optimizer = SGD(model, lr=lr, momentum=momentum)
     else:
         lr = 1e-3 if args.lr is None else args.lr
         optimizer = Adam(model, lr=lr)
@@ -222,7 +228,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         0 on success, 1 when the command failed (the reason is printed on one
         line to standard error), 2 for invalid arguments.
     """
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if (
+        args.command == "train"
+        and args.optimizer != "sgd"
+        and args.momentum is not None
+    ):
+        parser.error(
+            f"--momentum applies to --optimizer sgd only, not {args.optimizer}"
+        )
     try:
         if args.command == "train":
             return _train(args)

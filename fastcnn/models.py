@@ -94,15 +94,21 @@ class _OutputLayerLoss:
 
 
 def _count_correct(output: np.ndarray, y: np.ndarray) -> int | None:
-    """Return how many argmax predictions match ``y``, or None if undefined."""
+    """Return how many argmax predictions match ``y``, or None if undefined.
+
+    A row holding NaN predicts no class: it is never counted as correct.
+    """
     if output.ndim != 2 or output.shape[1] < 2:
         return None
-    predicted = np.argmax(output, axis=1)
     if y.ndim == 1 and y.dtype.kind in "iu":
-        return int(np.count_nonzero(predicted == y))
-    if y.shape == output.shape:
-        return int(np.count_nonzero(predicted == np.argmax(y, axis=1)))
-    return None
+        target = y
+    elif y.shape == output.shape:
+        target = np.argmax(y, axis=1)
+    else:
+        return None
+    hits = np.argmax(output, axis=1) == target
+    hits &= ~np.isnan(output).any(axis=1)
+    return int(np.count_nonzero(hits))
 
 
 def _can_skip_input_gradient(layer: Layer) -> bool:

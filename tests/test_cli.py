@@ -106,6 +106,7 @@ def test_missing_data_fails_with_one_line_naming_the_folder(tmp_path, capsys):
         (["train", "--lr", "-1"], "--lr"),
         (["train", "--optimizer", "rmsprop"], "--optimizer"),
         (["train", "--dataset", "cifar"], "--dataset"),
+        (["train", "--optimizer", "adam", "--momentum", "0.5"], "--momentum"),
         ([], "command"),
     ],
 )

@@ -604,3 +604,34 @@ def test_products_path_matches_reference(rng, monkeypatch, case, dtype):
             assert actual is None
         else:
             assert_close(actual, wanted, dtype=dtype)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    size=st.integers(1, 40),
+    kernel_size=st.integers(1, 7),
+    stride=st.integers(1, 4),
+    before=st.integers(0, 3),
+    after=st.integers(0, 3),
+    dilation=st.integers(1, 3),
+)
+def test_output_size_is_the_length_pytorch_gives(
+    torch, size, kernel_size, stride, before, after, dilation
+):
+    expected = conv_module.output_size(
+        size, kernel_size, stride, (before, after), dilation
+    )
+    x = torch.zeros((1, 1, 1, size + before + after), dtype=torch.float64)
+    w = torch.zeros((1, 1, 1, kernel_size), dtype=torch.float64)
+    conv = torch.nn.functional.conv2d
+    if expected < 1:  # the window does not fit
+        with pytest.raises(RuntimeError):
+            conv(x, w, stride=(1, stride), dilation=(1, dilation))
+        return
+    y = conv(x, w, stride=(1, stride), dilation=(1, dilation))
+    assert y.shape[-1] == expected
+    if before == after:
+        assert (
+            conv_module.output_size(size, kernel_size, stride, before, dilation)
+            == expected
+        )

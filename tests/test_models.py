@@ -375,6 +375,20 @@ def test_evaluate_matches_the_whole_set_loss_and_accuracy():
     assert accuracy == np.mean(np.argmax(logits, axis=1) == y)
 
 
+def test_outputs_holding_nan_count_as_wrong_predictions():
+    # argmax would pick the first NaN's class; a NaN row predicts nothing.
+    x, y = make_data(n=40)
+    model = make_model(np.float64)
+    _, accuracy = model.evaluate(x, y)
+    assert accuracy > 0
+    x_nan = x.copy()
+    x_nan[::2] = np.nan
+    loss, accuracy_nan = model.evaluate(x_nan, y)
+    logits = model.predict(x[1::2])
+    assert math.isnan(loss)
+    assert accuracy_nan == np.sum(np.argmax(logits, axis=1) == y[1::2]) / len(x)
+
+
 def test_accuracy_is_nan_for_single_output_models():
     x, _ = make_data(n=10)
     model = Sequential([Dense(4, 1, rng=0)])

@@ -52,7 +52,13 @@ from fastcnn.kernels.activations import relu_flat
 from fastcnn.kernels.conv import col2im, gather_grad_output, im2col, scatter_output
 from fastcnn.kernels.conv_direct import conv2d_direct, conv2d_direct_grad_weight
 
-__all__ = ["Conv2dContext", "conv2d", "conv2d_backward", "conv2d_forward"]
+__all__ = [
+    "Conv2dContext",
+    "conv2d",
+    "conv2d_backward",
+    "conv2d_forward",
+    "output_size",
+]
 
 # Bytes of a chunk's column matrix and product: small enough to stay in the
 # cache between the kernel that writes them and the code that reads them.
@@ -201,9 +207,37 @@ def _check_arguments(x, weight, bias, stride, padding, dilation, groups):
             f"{extent[0]}x{extent[1]}) is larger than the padded input of x "
             f"({h_padded}x{w_padded})"
         )
-    h_out = (h_padded - extent[0]) // stride[0] + 1
-    w_out = (w_padded - extent[1]) // stride[1] + 1
+    h_out = output_size(x.shape[2], kh, stride[0], pads[:2], dilation[0])
+    w_out = output_size(x.shape[3], kw, stride[1], pads[2:], dilation[1])
     return x, weight, bias, stride, pads, dilation, groups, (h_out, w_out), unbatched
+
+
+def output_size(
+    size: int,
+    kernel_size: int,
+    stride: int = 1,
+    padding: int | tuple[int, int] = 0,
+    dilation: int = 1,
+) -> int:
+    """Output length of a convolution along one axis, PyTorch's formula.
+
+    Parameters
+    ----------
+    size : int
+        Input length.
+    kernel_size, stride, dilation : int
+        The convolution's window along the axis.
+    padding : int or (int, int), default 0
+        Zeros on each side, or ``(before, after)``.
+
+    Returns
+    -------
+    int
+        ``floor((size + before + after - dilation * (kernel_size - 1) - 1) /
+        stride) + 1``; below 1 when the dilated window does not fit.
+    """
+    before, after = (padding, padding) if isinstance(padding, int) else padding
+    return (size + before + after - dilation * (kernel_size - 1) - 1) // stride + 1
 
 
 def _uses_direct(weight_shape, stride, pads, dilation, groups) -> bool:

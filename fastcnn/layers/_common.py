@@ -52,18 +52,6 @@ def compact_pair(pair: tuple[int, int]) -> int | list[int]:
     return pair[0] if pair[0] == pair[1] else list(pair)
 
 
-def pooled_size(
-    size: int, kernel: int, stride: int, padding: int, dilation: int = 1
-) -> int:
-    """Output length of a convolution along one axis (PyTorch's formula).
-
-    ``floor((size + 2*padding - dilation*(kernel-1) - 1)/stride) + 1``; a result
-    below 1 means the window does not fit. Pooling layers use the pooling
-    module's own formula, which also knows ``ceil_mode``.
-    """
-    return (size + 2 * padding - dilation * (kernel - 1) - 1) // stride + 1
-
-
 class Parameter:
     """A layer attribute kept in ``layer.params`` under the attribute's name.
 

@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 
 from fastcnn._validation import check_int, check_pair
-from fastcnn.functional.conv import conv2d_backward, conv2d_relu_forward
+from fastcnn.functional.conv import conv2d_backward, conv2d_relu_forward, output_size
 from fastcnn.init import RngLike, check_float_dtype, default_parameters
 from fastcnn.layers._common import (
     LayerState,
@@ -17,7 +17,6 @@ from fastcnn.layers._common import (
     check_input_ndim,
     check_per_sample_shape,
     compact_pair,
-    pooled_size,
 )
 from fastcnn.layers.base import as_layer_input
 
@@ -157,7 +156,7 @@ class Conv2D(ParametrisedLayer):
             return h, w
         padding = (0, 0) if self.padding == "valid" else self.padding
         sizes = tuple(
-            pooled_size(size, k, s, p, d)
+            output_size(size, k, s, p, d)
             for size, k, s, p, d in zip(
                 (h, w),
                 self.kernel_size,
