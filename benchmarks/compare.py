@@ -89,6 +89,7 @@ def interleaved(
     repeats: int,
     warmup: int = 2,
     rounds: int = 3,
+    setup: dict[str, Callable[[], Any]] | None = None,
 ) -> dict[str, float]:
     """Median seconds per call of each function, in interleaved blocks.
 
@@ -101,15 +102,25 @@ def interleaved(
     workload waits :data:`QUIET` seconds, so that the pools of the previous
     workload are asleep (OpenBLAS's threads spin for up to a tenth of a second
     after a product, and halved the speed of the next workload's kernels).
+    ``setup[name]``, when given, runs untimed before each of ``name``'s warm-up
+    calls and blocks (to set a thread count, for instance).
     """
+    setup = setup or {}
+
+    def prepare(name: str) -> None:
+        if name in setup:
+            setup[name]()
+
     time.sleep(QUIET)
     for _ in range(warmup):
-        for f in funcs.values():
+        for name, f in funcs.items():
+            prepare(name)
             f()
     block = -(-repeats // rounds)
     times: dict[str, list[float]] = {name: [] for name in funcs}
     for _ in range(rounds):
         for name, f in funcs.items():
+            prepare(name)
             if len(funcs) > 1:
                 settle_until = time.perf_counter() + SETTLE
                 f()
@@ -562,25 +573,39 @@ def run_allocation() -> dict[str, Any]:
     return result
 
 
-def run_scaling(torch: Any, repeats: int) -> dict[str, Any]:
-    """Speed-up from 1 to 2 threads and time per image from batch 16 to 256."""
-    from threadpoolctl import threadpool_limits
+def run_scaling(repeats: int) -> dict[str, Any]:
+    """Speed-up from 1 to all threads and time per image from batch 16 to 256.
 
-    result: dict[str, Any] = {}
+    The thread counts take turns in interleaved blocks, as implementations do in
+    the other workloads, so that both share the machine's slow moments; one
+    thread means one Numba thread and one BLAS thread.
+    """
+    from threadpoolctl import ThreadpoolController
+
+    blas = ThreadpoolController().select(user_api="blas")
     threads = numba.get_num_threads()
+
+    def use(n: int) -> Callable[[], None]:
+        def set_threads() -> None:
+            numba.set_num_threads(n)
+            blas.limit(limits=n)
+
+        return set_threads
+
+    counts = sorted({1, threads})
+    setup = {str(n): use(n) for n in counts}
+    result: dict[str, Any] = {}
     d = conv_data("conv_cifar")
     forward = conv_funcs(d, None)["forward"]["fast"]
     step = make_models(64, None)["fast_step"]
-    for name, f in (("conv_cifar_forward", forward), ("train_step_b64", step)):
-        times = {}
-        for n in sorted({1, threads}):
-            numba.set_num_threads(n)
-            with threadpool_limits(limits=n, user_api="blas"):
-                times[n] = interleaved({"f": f}, repeats)["f"]
-        numba.set_num_threads(threads)
-        result[f"{name}_1_thread_s"] = times[1]
-        result[f"{name}_{threads}_threads_s"] = times[threads]
-        result[f"{name}_speedup"] = times[1] / times[threads]
+    try:
+        for name, f in (("conv_cifar_forward", forward), ("train_step_b64", step)):
+            times = interleaved({str(n): f for n in counts}, repeats, setup=setup)
+            result[f"{name}_1_thread_s"] = times["1"]
+            result[f"{name}_{threads}_threads_s"] = times[str(threads)]
+            result[f"{name}_speedup"] = times["1"] / times[str(threads)]
+    finally:
+        use(threads)()
     per_image = {}
     for batch in (16, 256):
         step = make_models(batch, None)["fast_step"]
@@ -589,6 +614,16 @@ def run_scaling(torch: Any, repeats: int) -> dict[str, Any]:
     result["train_step_per_image_b256_s"] = per_image[256]
     result["train_step_per_image_change"] = per_image[256] / per_image[16] - 1.0
     return result
+
+
+def merge_scaling(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Medians over the runs, and each speed-up's and change's range."""
+    merged = {key: statistics.median(r[key] for r in runs) for key in runs[0]}
+    for key in runs[0]:
+        if key.endswith(("_speedup", "_change")):
+            merged[f"{key}_low"] = min(r[key] for r in runs)
+            merged[f"{key}_high"] = max(r[key] for r in runs)
+    return merged
 
 
 # ------------------------------------------------------------------- reports
@@ -718,18 +753,26 @@ def markdown(results: dict[str, Any]) -> str:
             )
     sc = results.get("scaling")
     if sc:
+
+        def spread(key: str, fmt: str) -> str:
+            if f"{key}_low" not in sc:
+                return ""
+            return f" ({sc[f'{key}_low']:{fmt}} to {sc[f'{key}_high']:{fmt}})"
+
         for name in ("conv_cifar_forward", "train_step_b64"):
+            key = f"{name}_speedup"
             add(
                 f"{name}: 1 -> {env['numba_threads']} threads speed-up",
-                f"{sc[f'{name}_speedup']:.2f}x",
+                f"{sc[key]:.2f}x{spread(key, '.2f')}",
                 ">= 1.7x",
-                sc[f"{name}_speedup"] >= 1.7,
+                sc[key] >= 1.7,
             )
         change = sc["train_step_per_image_change"]
         add(
             "train step time per image, batch 16 -> 256",
             f"{sc['train_step_per_image_b16_s'] * 1e6:.0f} -> "
-            f"{sc['train_step_per_image_b256_s'] * 1e6:.0f} us ({change:+.0%})",
+            f"{sc['train_step_per_image_b256_s'] * 1e6:.0f} us ({change:+.0%})"
+            f"{spread('train_step_per_image_change', '+.0%')}",
             "within 10%",
             abs(change) <= 0.10,
         )
@@ -804,11 +847,26 @@ def write_results_md(text: str) -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="5 repetitions")
-    parser.add_argument("--out", type=Path, default=None)
-    parser.add_argument("--write-results", action="store_true")
-    parser.add_argument("--no-reference", action="store_true")
     parser.add_argument(
-        "--only", default="train,conv,pool,softmax,startup,alloc,scaling"
+        "--out",
+        type=Path,
+        default=None,
+        help="folder for results.json, results.md and ratios.png",
+    )
+    parser.add_argument(
+        "--write-results",
+        action="store_true",
+        help="replace the generated table in benchmarks/RESULTS.md",
+    )
+    parser.add_argument(
+        "--no-reference",
+        action="store_true",
+        help="skip timing the naive NumPy references",
+    )
+    parser.add_argument(
+        "--only",
+        default="train,conv,pool,softmax,startup,alloc,scaling",
+        help="comma-separated parts to run (default: all of them)",
     )
     parser.add_argument(
         "--runs",
@@ -823,6 +881,7 @@ def main(argv: list[str] | None = None) -> None:
     torch = import_torch()
 
     tables = []
+    scaling = []
     for run in range(max(1, args.runs)):
         table = Table()
         print(f"run {run + 1} of {max(1, args.runs)}")
@@ -840,6 +899,8 @@ def main(argv: list[str] | None = None) -> None:
             run_pooling(table, torch, repeats, reference and run == 0)
         if "softmax" in parts:
             run_softmax(table, torch, repeats, reference and run == 0)
+        if "scaling" in parts:
+            scaling.append(run_scaling(repeats))
         tables.append(table)
     rows, extra = merge_runs(tables)
     results: dict[str, Any] = {
@@ -854,8 +915,8 @@ def main(argv: list[str] | None = None) -> None:
         results["startup"] = run_startup(repeats)
     if "alloc" in parts:
         results["allocation"] = run_allocation()
-    if "scaling" in parts:
-        results["scaling"] = run_scaling(torch, repeats)
+    if scaling:
+        results["scaling"] = merge_scaling(scaling)
 
     text = markdown(results)
     print()
