@@ -1,6 +1,8 @@
 """The functional API: validated, allocating wrappers around the Numba kernels.
 
-Names, arguments, defaults and output shapes follow ``torch.nn.functional``.
+Layouts, argument names, defaults and output shapes follow
+``torch.nn.functional``; ``docs/pytorch.md`` lists the differences (``x`` for
+``input``, ``axis`` for ``dim``, arguments PyTorch has and fastcnn does not).
 Every op with a gradient has a pair ``op_forward(...) -> (output, ctx)`` and
 ``op_backward(grad_output, ctx)``; ``op(...)`` is the forward alone. Inputs must
 be float32 or float64 arrays, and the output keeps the input's dtype. Ops that
