@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import time
 from collections.abc import Iterable, Iterator
 from typing import Any
@@ -118,6 +119,71 @@ def _can_skip_input_gradient(layer: Layer) -> bool:
 
 def _check_batch_size(batch_size: Any) -> int:
     return check_int(batch_size, "batch_size", minimum=1)
+
+
+def _loss_value(value: Any) -> float:
+    """Return what a loss's ``forward`` gave as a float, or raise naming ``loss``.
+
+    A real number is accepted: a Python or NumPy int or float, or a 0-d array of
+    such a dtype. NaN and inf are returned as they are (training checks them).
+    """
+    if type(value) is float:
+        return value
+    if isinstance(value, np.ndarray) and value.ndim == 0:
+        kind = value.dtype.kind
+    elif isinstance(value, (np.integer, np.floating)):
+        kind = np.dtype(type(value)).kind
+    elif isinstance(value, (int, float)) and not isinstance(value, bool):
+        kind = "f"
+    else:
+        kind = ""
+    if kind not in ("f", "i", "u"):
+        if isinstance(value, np.ndarray):
+            given = f"an array of shape {value.shape} and dtype {value.dtype}"
+        else:
+            given = f"{type(value).__name__} {value!r:.60}"
+        raise TypeError(
+            "loss.forward must return the batch loss as a real number (a float), "
+            f"got {given}"
+        )
+    return float(value)
+
+
+_PER_SAMPLE_RANK = re.compile(
+    r"input_shape must be a per-sample (?P<layout>.+) shape of length (?P<ndim>\d+)"
+)
+
+
+def _rephrase_shape_error(
+    message: str, index: int, layer: Layer, shape: tuple[int, ...], name: str, ndim: int
+) -> str:
+    """Say why a layer refused the per-sample shape of the batch ``name``.
+
+    ``Layer.output_shape`` speaks of its argument, ``input_shape``, which the
+    caller of ``predict``, ``fit`` or ``evaluate`` never passed: a refusal of the
+    number of dimensions is said again in terms of ``name`` and the layer.
+    """
+    match = _PER_SAMPLE_RANK.match(message)
+    if match is None:
+        return message
+    layout = match["layout"]
+    where = f"layer {index} ({type(layer).__name__})"
+    if index == 0:
+        inner = layout.strip("()").rstrip(",")
+        text = (
+            f"{where} takes samples of shape {layout}, so {name} must be "
+            f"({'N, ' + inner if inner else 'N'}), got {ndim}-d"
+        )
+        if ndim == int(match["ndim"]):
+            text += (
+                f"; if {name} is one sample, add the batch axis first, "
+                f"e.g. {name}[None]"
+            )
+        return text
+    return (
+        f"{where} takes samples of shape {layout}, but the layers before it give "
+        f"samples of shape {shape}"
+    )
 
 
 class Sequential:
@@ -250,7 +316,7 @@ class Sequential:
         numpy.ndarray of shape (N, ...)
         """
         x = as_layer_input(x, "x", self.dtype)
-        self._input_shape = x.shape[1:]
+        input_shape = x.shape[1:]
         layers = self.layers
         self._relu_pool_outputs = {}
         fused_relu = None
@@ -267,6 +333,8 @@ class Sequential:
             x = layer.forward(x)
             if type(layer) is MaxPool2D and i > 0 and type(layers[i - 1]) is ReLU:
                 self._relu_pool_outputs[i] = x
+        # Remembered for summary() only once every layer has accepted the input.
+        self._input_shape = input_shape
         return x.copy()
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
@@ -405,7 +473,7 @@ class Sequential:
                 xb = x[start : start + batch_size]
                 yb = y[start : start + batch_size]
                 output = self.forward(xb)
-                total_loss += float(criterion.forward(output, yb)) * len(xb)
+                total_loss += _loss_value(criterion.forward(output, yb)) * len(xb)
                 hits = _count_correct(output, yb)
                 correct = None if correct is None or hits is None else correct + hits
         accuracy = math.nan if correct is None else correct / len(x)
@@ -567,7 +635,7 @@ class Sequential:
 
             optimizer.zero_grad()
             output = self.forward(xb)
-            batch_loss = float(criterion.forward(output, yb))
+            batch_loss = _loss_value(criterion.forward(output, yb))
             if not math.isfinite(batch_loss):
                 raise NonFiniteLossError(epoch + 1, step + 1, batch_loss)
             self.backward(criterion.backward(), input_gradient=False)
@@ -598,6 +666,13 @@ class Sequential:
             if isinstance(last, SoftmaxCrossEntropy):
                 return _OutputLayerLoss(last)
             return CrossEntropyLoss()
+        if isinstance(loss, type):
+            # A class has forward and backward too, as unbound functions.
+            raise TypeError(
+                "loss must be a loss object with forward and backward methods "
+                f"(e.g. fastcnn.losses.MSELoss()), got the class {loss.__name__}; "
+                f"create one first: loss={loss.__name__}()"
+            )
         if not (
             callable(getattr(loss, "forward", None))
             and callable(getattr(loss, "backward", None))
@@ -648,13 +723,18 @@ class Sequential:
             )
         # A sample of the wrong shape could otherwise pass as an unbatched input
         # of some layer and give outputs that do not match the samples.
-        try:
-            self.output_shape(x.shape[1:])
-        except (TypeError, ValueError) as error:
-            raise ValueError(
-                f"{name} has per-sample shape {x.shape[1:]}, which the model does "
-                f"not accept: {error}"
-            ) from error
+        shape = tuple(x.shape[1:])
+        for i, layer in enumerate(self.layers):
+            try:
+                shape = tuple(layer.output_shape(shape))
+            except (TypeError, ValueError) as error:
+                reason = _rephrase_shape_error(
+                    str(error), i, layer, shape, name, x.ndim
+                )
+                raise ValueError(
+                    f"{name} has per-sample shape {x.shape[1:]}, which the model "
+                    f"does not accept: {reason}"
+                ) from error
         return x
 
     def _check_xy(
@@ -698,10 +778,16 @@ class Sequential:
                 )
         elif y.dtype.kind == "f":
             if y.shape != (len(x), n_classes):
+                hint = ""
+                if y.ndim == 1:
+                    hint = (
+                        f"; if {y_name} holds class indices, convert them to "
+                        f"integers first, e.g. {y_name}.astype(np.int64)"
+                    )
                 raise ValueError(
                     f"{y_name} of one-hot or probability rows must have shape "
                     f"({len(x)}, {n_classes}) for a model with {n_classes} outputs, "
-                    f"got {y.shape}"
+                    f"got {y.shape}{hint}"
                 )
         else:
             raise TypeError(

@@ -454,6 +454,122 @@ def test_fit_argument_errors(change, error, match):
         np.testing.assert_array_equal(value, before[key])
 
 
+@pytest.mark.parametrize("loss_class", [CrossEntropyLoss, MSELoss])
+@pytest.mark.parametrize("method", ["fit", "evaluate"])
+def test_a_loss_class_instead_of_an_instance_is_refused_up_front(method, loss_class):
+    # Guards against the class passing the forward/backward check (its methods
+    # are plain functions) and failing inside the loop with a missing argument.
+    x, y = make_data(n=8)
+    model = make_model()
+    before = params_of(model)
+    arguments = {"verbose": 0} if method == "fit" else {}
+    with pytest.raises(
+        TypeError,
+        match=rf"loss must be a loss object .* got the class {loss_class.__name__}; "
+        rf"create one first: loss={loss_class.__name__}\(\)",
+    ):
+        getattr(model, method)(x, y, loss=loss_class, **arguments)
+    for key, value in model.params.items():
+        np.testing.assert_array_equal(value, before[key])
+
+
+class _LossReturning(CrossEntropyLoss):
+    """A cross-entropy whose forward returns ``value`` instead of the loss."""
+
+    def __init__(self, value) -> None:
+        super().__init__()
+        self.value = value
+
+    def forward(self, prediction, target):
+        super().forward(prediction, target)
+        return self.value
+
+
+@pytest.mark.parametrize(
+    ("value", "given"),
+    [
+        ("abc", "str 'abc'"),
+        (np.zeros(3), r"an array of shape \(3,\)"),
+        (None, "NoneType None"),
+        (1 + 2j, r"complex \(1\+2j\)"),
+        (np.array(1 + 0j), "dtype complex128"),
+        (True, "bool True"),
+    ],
+)
+@pytest.mark.parametrize("method", ["fit", "evaluate"])
+def test_a_loss_returning_no_real_number_is_named(method, value, given):
+    x, y = make_data(n=8)
+    arguments = {"verbose": 0} if method == "fit" else {}
+    with pytest.raises(
+        TypeError, match=f"loss.forward must return the batch loss as a real .*{given}"
+    ):
+        getattr(make_model(), method)(x, y, loss=_LossReturning(value), **arguments)
+
+
+@pytest.mark.parametrize(
+    "value", [0.5, 1, np.float32(0.5), np.int64(2), np.array(0.25), np.array(3)]
+)
+def test_a_loss_may_return_any_real_scalar(value):
+    x, y = make_data(n=8)
+    loss, _ = make_model().evaluate(x, y, loss=_LossReturning(value))
+    assert loss == float(value)
+    history = make_model().fit(x, y, loss=_LossReturning(value), verbose=0, seed=0)
+    assert history["loss"] == [float(value)]
+
+
+def test_float_class_indices_get_a_hint_to_convert_them():
+    # The message must still say what float targets are taken as.
+    x, y = make_data(n=8)
+    with pytest.raises(
+        ValueError,
+        match=r"y of one-hot or probability rows must have shape \(8, 3\) .* got "
+        r"\(8,\); if y holds class indices, convert them to integers first, e\.g\. "
+        r"y\.astype\(np\.int64\)",
+    ):
+        make_model().fit(x, y.astype(np.float32), verbose=0)
+    with pytest.raises(ValueError, match=r"validation_data\[1\]\.astype"):
+        make_model().fit(x, y, validation_data=(x, y.astype(np.float64)), verbose=0)
+    # A 2-d float target of the wrong width gets no such hint.
+    with pytest.raises(ValueError, match=r"got \(8, 4\)$"):
+        make_model().evaluate(x, np.eye(4)[y])
+
+
+def _cnn() -> Sequential:
+    return Sequential([Conv2D(1, 2, 3, rng=0), Flatten(), Dense(8, 3, rng=0)])
+
+
+def test_an_unbatched_sample_is_described_in_terms_of_x():
+    # Guards against the message speaking of an input_shape the caller never
+    # passed (Layer.output_shape's argument).
+    x = np.zeros((2, 1, 4, 4), np.float32)
+    model = _cnn()
+    with pytest.raises(ValueError) as info:
+        model.predict(x[0])
+    message = str(info.value)
+    assert "input_shape" not in message
+    assert message == (
+        "x has per-sample shape (4, 4), which the model does not accept: layer 0 "
+        "(Conv2D) takes samples of shape (C, H, W), so x must be (N, C, H, W), got "
+        "3-d; if x is one sample, add the batch axis first, e.g. x[None]"
+    )
+    with pytest.raises(ValueError, match=r"x must be \(N, C, H, W\), got 2-d$"):
+        model.predict(np.zeros((2, 16), np.float32))
+    with pytest.raises(ValueError) as info:
+        model.evaluate(x[0], np.array([0]))
+    assert "input_shape" not in str(info.value)
+
+
+def test_a_later_layer_refusing_the_rank_names_the_layer():
+    model = Sequential([Dense(4, 4, rng=0), MaxPool2D(2)])
+    with pytest.raises(ValueError) as info:
+        model.predict(np.zeros((2, 4), np.float32))
+    assert str(info.value) == (
+        "x has per-sample shape (4,), which the model does not accept: layer 1 "
+        "(MaxPool2D) takes samples of shape (C, H, W), but the layers before it give "
+        "samples of shape (4,)"
+    )
+
+
 def test_fit_refuses_an_optimizer_of_another_model():
     x, y = make_data(n=10)
     model, other = make_model(), make_model()
@@ -522,6 +638,25 @@ def test_summary_remembers_the_last_input_shape():
         model.summary()
     model.forward(np.zeros((2, 4), dtype=np.float32))
     assert model.summary() == model.summary((4,))
+
+
+def test_summary_keeps_the_shape_of_the_last_accepted_forward():
+    # Guards against a forward that a layer refused replacing the input shape
+    # summary() reports, which then made summary() itself fail.
+    model = make_model()
+    model.forward(np.zeros((2, 4), dtype=np.float32))
+    expected = model.summary()
+    with pytest.raises(ValueError):
+        model.forward(np.zeros((2, 5), dtype=np.float32))
+    assert model.summary() == expected
+
+
+def test_summary_needs_input_shape_after_a_refused_first_forward():
+    model = make_model()
+    with pytest.raises(ValueError):
+        model.forward(np.zeros((2, 5), dtype=np.float32))
+    with pytest.raises(ValueError, match="summary needs input_shape"):
+        model.summary()
 
 
 def test_summary_of_a_small_cnn():
