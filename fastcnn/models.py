@@ -854,7 +854,15 @@ class Sequential:
         return "\n".join(lines)
 
     def save(self, path: str | os.PathLike) -> None:
-        """Save the layers and parameters to one ``.npz`` file (atomically)."""
+        """Save the layers and parameters to one ``.npz`` file (atomically).
+
+        Parameters
+        ----------
+        path : str or os.PathLike
+            The destination, used as given. Errors (a bad type, an empty path, a
+            folder, a folder that does not exist) are those of
+            :func:`fastcnn.serialization.save_model` and name ``path``.
+        """
         from fastcnn.serialization import save_model
 
         save_model(path, self)

@@ -29,13 +29,14 @@ file or the new one, never a partial file.
 from __future__ import annotations
 
 import contextlib
+import errno
 import inspect
 import io
 import json
 import os
 import secrets
 import zipfile
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any, BinaryIO
 
 import numpy as np
@@ -75,6 +76,9 @@ FORMAT_VERSION = 1
 _FORMAT_NAME = "fastcnn"
 _HEADER_KEY = "__fastcnn__"
 _OPTIMIZER_PREFIX = "optimizer."
+# Every zip archive starts with a local file header, or, when it holds no
+# member, with the end-of-central-directory record.
+_ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")
 
 _LAYER_REGISTRY: dict[str, type[Layer]] = {
     cls.__name__: cls
@@ -193,20 +197,75 @@ def _open_temporary(folder: str, base: str) -> tuple[int, str]:
             continue
 
 
+def _check_save_path(path: Any) -> str:
+    """Return ``path`` as a str if a file can be saved there, or raise.
+
+    Only what can be told without writing is checked: the type, that the path
+    is not empty and names a file rather than a folder.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The destination given to :func:`save_model` or :func:`save_checkpoint`.
+
+    Returns
+    -------
+    str
+        ``os.fspath(path)``.
+
+    Raises
+    ------
+    TypeError
+        If ``path`` is not a str or an ``os.PathLike`` of a str.
+    ValueError
+        If ``path`` is empty or ends with a path separator.
+    IsADirectoryError
+        If ``path`` is an existing folder.
+    """
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(
+            f"path must be a str or an os.PathLike, got {type(path).__name__} "
+            f"{path!r:.60}"
+        )
+    text = os.fspath(path)
+    if not isinstance(text, str):
+        raise TypeError(
+            f"path must be a str or an os.PathLike of a str, got a path of "
+            f"{type(text).__name__} {text!r:.60}"
+        )
+    if not text:
+        raise ValueError("path must name a file, got an empty string")
+    if not os.path.basename(text):
+        raise ValueError(f"path must name a file, got the folder path {text!r}")
+    if os.path.isdir(text):
+        raise IsADirectoryError(
+            errno.EISDIR, "Is a directory; path must name a file", text
+        )
+    return text
+
+
 def _atomic_save(path: str | os.PathLike, arrays: Mapping[str, np.ndarray]) -> None:
-    """Write ``arrays`` to ``path`` so that ``path`` never holds a partial file."""
+    """Write ``arrays`` to ``path`` so that ``path`` never holds a partial file.
+
+    An ``OSError`` names ``path``, never the temporary file.
+    """
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
-    fd, temporary = _open_temporary(folder, os.path.basename(path))
+    try:
+        fd, temporary = _open_temporary(folder, os.path.basename(path))
+    except OSError as error:
+        raise _save_error(error, path) from error
     try:
         with os.fdopen(fd, "wb") as file:
             _write_npz(file, arrays)
             file.flush()
             os.fsync(file.fileno())
         os.replace(temporary, path)
-    except BaseException:
+    except BaseException as error:
         with contextlib.suppress(OSError):
             os.unlink(temporary)
+        if isinstance(error, OSError):
+            raise _save_error(error, path) from error
         raise
     # Make the rename itself durable where directories can be opened (POSIX).
     with contextlib.suppress(OSError):
@@ -215,6 +274,20 @@ def _atomic_save(path: str | os.PathLike, arrays: Mapping[str, np.ndarray]) -> N
             os.fsync(dir_fd)
         finally:
             os.close(dir_fd)
+
+
+def _save_error(error: OSError, path: str) -> OSError:
+    """Return ``error`` told about ``path``, the destination the caller gave."""
+    if error.errno is None:
+        return OSError(f"cannot save to {path!r}: {error}")
+    reason = error.strerror or str(error)
+    folder = os.path.dirname(path)
+    if error.errno == errno.ENOENT and folder and not os.path.isdir(folder):
+        reason += f" (the folder {folder!r} does not exist)"
+    elif error.errno == errno.ENOTDIR and folder and os.path.exists(folder):
+        reason += f" ({folder!r} is a file, not a folder)"
+    # OSError(errno, ...) returns the matching subclass (FileNotFoundError, ...).
+    return OSError(error.errno, reason, path)
 
 
 def save_model(path: str | os.PathLike, model: Sequential) -> None:
@@ -229,11 +302,23 @@ def save_model(path: str | os.PathLike, model: Sequential) -> None:
         The model. Every layer's class must be a fastcnn layer or registered
         with :func:`register_layer`.
 
+    Raises
+    ------
+    TypeError
+        If ``path`` is not a str or an ``os.PathLike``, or a layer's class is
+        not registered.
+    ValueError
+        If ``path`` is empty or ends with a path separator.
+    OSError
+        If the file cannot be written (``IsADirectoryError`` when ``path`` is a
+        folder); the message names ``path``, not the temporary file.
+
     Notes
     -----
     :func:`load_model` returns a model whose parameters are bit-identical, so
     its predictions are too.
     """
+    path = _check_save_path(path)
     model = _check_model(model)
     layers, arrays = _model_payload(model)
     header = {
@@ -267,12 +352,18 @@ def save_checkpoint(
         The number of epochs completed: pass it back to ``fit`` as
         ``initial_epoch``.
 
+    Raises
+    ------
+    TypeError, ValueError, OSError
+        As :func:`save_model`, and for a bad ``optimizer`` or ``epoch``.
+
     Notes
     -----
     Training resumed with :func:`load_checkpoint`, the same data, the same
     ``seed`` and ``fit(..., initial_epoch=epoch)`` gives parameters
     bit-identical to training straight through.
     """
+    path = _check_save_path(path)
     model = _check_model(model)
     if isinstance(epoch, bool) or not isinstance(epoch, (int, np.integer)):
         raise TypeError(f"epoch must be an int, got {type(epoch).__name__}")
@@ -327,12 +418,16 @@ def _read_archive(
     with open(path, "rb") as file:  # OSError when the file cannot be read
         data = file.read()
     where = os.fspath(path)
+    if not data.startswith(_ZIP_MAGIC):
+        # np.load would try anything else as a pickle, and its refusal advises
+        # loading the file with allow_pickle=True: never relayed.
+        raise ValueError(f"{where} is not a fastcnn model file (not an .npz archive)")
     try:
         archive = np.load(io.BytesIO(data), allow_pickle=False)
     except Exception as error:
+        detail = "" if "pickle" in str(error) else f": {error}"
         raise ValueError(
-            f"{where} is not a fastcnn model file (not a readable .npz archive: "
-            f"{error})"
+            f"{where} is not a fastcnn model file (not a readable .npz archive{detail})"
         ) from error
     if not isinstance(archive, np.lib.npyio.NpzFile):
         raise ValueError(f"{where} is not a fastcnn model file (not an .npz archive)")
@@ -405,6 +500,12 @@ def _check_saved_shapes(
             )
 
 
+def _short_repr(value: Any, limit: int = 200) -> str:
+    """``repr(value)``, cut to ``limit`` characters for a one-line message."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 4] + " ..."
+
+
 def _build_layer(
     i: int, entry: Any, arrays: dict[str, np.ndarray], where: str
 ) -> Layer:
@@ -428,7 +529,7 @@ def _build_layer(
     except (TypeError, ValueError, OverflowError) as error:
         raise ValueError(
             f"{where}: layer {i} ({name}) cannot be built from its config "
-            f"{config!r}: {error}"
+            f"{_short_repr(config)}: {error}"
         ) from error
     if shapes is not None:
         # Checked before building: the config alone must not decide what is
@@ -439,7 +540,7 @@ def _build_layer(
     except (TypeError, ValueError, OverflowError) as error:
         raise ValueError(
             f"{where}: layer {i} ({name}) cannot be built from its config "
-            f"{config!r}: {error}"
+            f"{_short_repr(config)}: {error}"
         ) from error
 
     if not isinstance(saved, list) or set(saved) != set(layer.params):
@@ -498,6 +599,22 @@ def _check_leftovers(arrays: dict[str, np.ndarray], where: str) -> None:
         )
 
 
+@contextlib.contextmanager
+def _nesting_checked(where: str) -> Iterator[None]:
+    """Turn a RecursionError, from a header nested too deeply, into ValueError.
+
+    JSON nested a few thousand levels deep makes ``json.loads`` (or, a little
+    less deep, a ``repr`` of the config in a message) exceed Python's recursion
+    limit.
+    """
+    try:
+        yield
+    except RecursionError:
+        raise ValueError(
+            f"{where} has a malformed header (nested too deeply)"
+        ) from None
+
+
 def load_model(path: str | os.PathLike) -> Sequential:
     """Load a model written by :func:`save_model` (or :func:`save_checkpoint`).
 
@@ -521,8 +638,9 @@ def load_model(path: str | os.PathLike) -> Sequential:
         with parameters missing, extra, or of the wrong shape or dtype.
     """
     where = os.fspath(path)
-    header, arrays = _read_archive(path)
-    model = _build_model(header, arrays, where)
+    with _nesting_checked(where):
+        header, arrays = _read_archive(path)
+        model = _build_model(header, arrays, where)
     if header["kind"] == "checkpoint":
         arrays = {
             k: v for k, v in arrays.items() if not k.startswith(_OPTIMIZER_PREFIX)
@@ -559,6 +677,13 @@ def load_checkpoint(
         As :func:`load_model`, and for a malformed optimiser state.
     """
     where = os.fspath(path)
+    with _nesting_checked(where):
+        return _load_checkpoint(path, where)
+
+
+def _load_checkpoint(
+    path: str | os.PathLike, where: str
+) -> tuple[Sequential, Optimizer | None, int]:
     header, arrays = _read_archive(path)
     model = _build_model(header, arrays, where)
     if header["kind"] == "model":

@@ -450,3 +450,149 @@ def test_register_layer(tmp_path, monkeypatch):
         register_layer(Other)
     with pytest.raises(TypeError, match="Layer subclass"):
         register_layer(int)
+
+
+# ----------------------------------------------------------------------
+# Destinations that cannot be written, named as the caller gave them
+
+
+def _save_with(how: str, path) -> None:
+    model = small_cnn()
+    if how == "save_model":
+        save_model(path, model)
+    elif how == "save_checkpoint":
+        save_checkpoint(path, model, SGD(model, lr=0.1), epoch=1)
+    else:
+        model.save(path)
+
+
+SAVERS = ["save_model", "save_checkpoint", "Sequential.save"]
+
+
+@pytest.mark.parametrize("how", SAVERS)
+def test_a_missing_folder_is_named_not_the_temporary_file(tmp_path, how, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(FileNotFoundError) as info:
+        _save_with(how, os.path.join("nope", "m.npz"))
+    message = str(info.value)
+    assert info.value.filename == os.path.join("nope", "m.npz")
+    assert ".tmp" not in message
+    assert "the folder 'nope' does not exist" in message
+    assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.parametrize("how", SAVERS)
+def test_a_folder_as_destination_is_refused_before_writing(tmp_path, how):
+    (tmp_path / "adir").mkdir()
+    with pytest.raises(IsADirectoryError, match="path must name a file") as info:
+        _save_with(how, tmp_path / "adir")
+    assert info.value.filename == str(tmp_path / "adir")
+    assert ".tmp" not in str(info.value)
+    assert sorted(os.listdir(tmp_path)) == ["adir"]
+    assert os.listdir(tmp_path / "adir") == []
+
+
+def test_a_file_in_the_way_of_the_folder_is_named(tmp_path):
+    (tmp_path / "afile").write_bytes(b"x")
+    target = tmp_path / "afile" / "m.npz"
+    with pytest.raises(NotADirectoryError) as info:
+        save_model(target, small_cnn())
+    assert info.value.filename == str(target)
+    assert f"'{tmp_path / 'afile'}' is a file, not a folder" in str(info.value)
+
+
+@pytest.mark.parametrize("how", SAVERS)
+@pytest.mark.parametrize("path", ["", "sub/"])
+def test_an_empty_or_folder_path_is_refused_up_front(tmp_path, monkeypatch, how, path):
+    # Guards against "" being written as a temporary file in the parent of the
+    # current folder, then failing to be renamed.
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    with pytest.raises(ValueError, match="path must name a file"):
+        _save_with(how, path)
+    assert os.listdir(tmp_path) == ["work"]
+    assert os.listdir(work) == []
+
+
+@pytest.mark.parametrize("how", SAVERS)
+@pytest.mark.parametrize("path", [5, None, b"m.npz", 1.5])
+def test_a_path_of_the_wrong_type_is_a_type_error_naming_path(tmp_path, how, path):
+    with pytest.raises(TypeError, match=r"^path must be a str or an os\.PathLike"):
+        _save_with(how, path)
+
+
+def test_a_failed_write_without_errno_names_the_path(tmp_path, monkeypatch):
+    def failing_writer(file, arrays):
+        raise OSError("no space left on device")
+
+    monkeypatch.setattr(serialization, "_write_npz", failing_writer)
+    with pytest.raises(OSError) as info:
+        save_model(tmp_path / "m.npz", small_cnn())
+    assert str(info.value) == (
+        f"cannot save to {str(tmp_path / 'm.npz')!r}: no space left on device"
+    )
+    assert os.listdir(tmp_path) == []
+
+
+def test_a_failed_rename_names_the_path(tmp_path, monkeypatch):
+    def failing_replace(source, destination):
+        raise PermissionError(13, "Permission denied", source, None, destination)
+
+    monkeypatch.setattr(serialization.os, "replace", failing_replace)
+    with pytest.raises(PermissionError) as info:
+        save_model(tmp_path / "m.npz", small_cnn())
+    assert info.value.filename == str(tmp_path / "m.npz")
+    assert ".tmp" not in str(info.value)
+    assert os.listdir(tmp_path) == []
+
+
+# ----------------------------------------------------------------------
+# Messages of the loader
+
+
+@pytest.mark.parametrize(
+    "content",
+    [b"hello world" * 10, b"\x80\x04K\x01.", b"PK not really a zip"],
+    ids=["text", "pickle", "zip-magic-only"],
+)
+@pytest.mark.parametrize("load", [load_model, load_checkpoint])
+def test_a_non_model_file_gets_no_advice_to_unpickle(tmp_path, content, load):
+    # Guards against NumPy's message, which advises allow_pickle=True, being
+    # relayed for a file that is not an .npz archive.
+    path = tmp_path / "m.npz"
+    path.write_bytes(content)
+    with pytest.raises(ValueError, match="is not a fastcnn model file") as info:
+        load(path)
+    assert "pickle" not in str(info.value)
+
+
+def _deep_header(path, depth: int) -> None:
+    """Rewrite a saved model's config of layer 0 as a list nested ``depth`` deep."""
+    with np.load(path, allow_pickle=False) as archive:
+        contents = {key: archive[key] for key in archive.files}
+    header = json.loads(str(contents.pop("__fastcnn__")))
+    header["layers"][0]["config"]["in_channels"] = "@deep@"
+    text = json.dumps(header).replace('"@deep@"', "[" * depth + "]" * depth)
+    with open(path, "wb") as file:
+        np.savez(file, __fastcnn__=np.array(text), **contents)
+
+
+@pytest.mark.parametrize("depth", [100_000, 2_000])
+@pytest.mark.parametrize("load", [load_model, load_checkpoint])
+def test_a_header_nested_too_deep_is_a_malformed_header(tmp_path, depth, load):
+    path = tmp_path / "m.npz"
+    save_model(path, small_cnn())
+    _deep_header(path, depth)
+    with pytest.raises(ValueError, match=r"has a malformed header \(nested too deeply"):
+        load(path)
+
+
+def test_a_huge_config_is_cut_in_the_message(tmp_path):
+    path = tmp_path / "m.npz"
+    save_model(path, small_cnn())
+    _deep_header(path, 300)
+    with pytest.raises(ValueError, match=r"cannot be built from its config") as info:
+        load_model(path)
+    assert len(str(info.value)) < 600
+    assert " ...: " in str(info.value)
