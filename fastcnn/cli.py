@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 DATASETS = ("mnist", "fashion-mnist", "digits")
 
@@ -41,35 +43,120 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text}")
+    return value
+
+
+def _folder(text: str) -> Path:
+    path = Path(text)
+    if path.expanduser().exists() and not path.expanduser().is_dir():
+        raise argparse.ArgumentTypeError(f"{text} is a file, not a folder")
+    return path
+
+
+def _train_conflicts(args: argparse.Namespace) -> str | None:
+    """Return what is wrong with a combination of ``train`` options, if anything."""
+    if args.optimizer != "sgd" and args.momentum is not None:
+        return f"--momentum applies to --optimizer sgd only, not {args.optimizer}"
+    if args.dataset == "digits" and args.data_dir is not None:
+        return (
+            "--data-dir does not apply to --dataset digits, which is read from "
+            "scikit-learn"
+        )
+    return None
+
+
+class _Parser(argparse.ArgumentParser):
+    """An argument parser that also checks combinations of its options.
+
+    ``check`` takes the parsed namespace and returns a problem, reported like
+    any other bad argument: this parser's usage line and exit status 2.
+    """
+
+    def __init__(
+        self,
+        *args: Any,
+        check: Callable[[argparse.Namespace], str | None] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        self.check = check
+
+    def parse_known_args(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, namespace: Any = None
+    ) -> tuple[argparse.Namespace, list[str]]:
+        namespace, extras = super().parse_known_args(args, namespace)
+        if self.check is not None:
+            problem = self.check(namespace)
+            if problem:
+                self.error(problem)
+        return namespace, extras
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Return the argument parser of the ``fastcnn`` command."""
     parser = argparse.ArgumentParser(
         prog="fastcnn", description="Numba-accelerated CNNs for the CPU."
     )
-    commands = parser.add_subparsers(dest="command", required=True)
+    commands = parser.add_subparsers(
+        dest="command", required=True, parser_class=_Parser
+    )
 
+    # Every option's help states its default once (no ArgumentDefaultsHelpFormatter:
+    # it adds "(default: None)" after the defaults spelled out below).
     train = commands.add_parser(
         "train",
         help="train the LeNet-style CNN on MNIST (or a similar dataset)",
         description="Train a small LeNet-style CNN and report its test accuracy.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        check=_train_conflicts,
     )
-    train.add_argument("--dataset", choices=DATASETS, default="mnist")
+    train.add_argument(
+        "--dataset",
+        choices=DATASETS,
+        default="mnist",
+        help="data set to train and evaluate on (default: %(default)s)",
+    )
     train.add_argument(
         "--data-dir",
-        type=Path,
+        type=_folder,
         default=None,
-        help="folder with the IDX files (default: $FASTCNN_DATA, else the cache)",
+        help="folder with the IDX files of mnist or fashion-mnist (default: "
+        "$FASTCNN_DATA/<dataset>, else the user cache folder)",
     )
     train.add_argument(
-        "--train", default="train", help='training split, e.g. "test[:8000]"'
+        "--train",
+        default="train",
+        help='training split, e.g. "test[:8000]" (default: %(default)s)',
     )
     train.add_argument(
-        "--eval", default="test", help='evaluation split, e.g. "test[8000:]"'
+        "--eval",
+        default="test",
+        help='evaluation split, e.g. "test[8000:]" (default: %(default)s)',
     )
-    train.add_argument("--epochs", type=_positive_int, default=3)
-    train.add_argument("--batch-size", type=_positive_int, default=64)
-    train.add_argument("--optimizer", choices=("sgd", "adam"), default="sgd")
+    train.add_argument(
+        "--epochs",
+        type=_positive_int,
+        default=3,
+        help="epochs to train (default: %(default)s)",
+    )
+    train.add_argument(
+        "--batch-size",
+        type=_positive_int,
+        default=64,
+        help="samples per training step (default: %(default)s)",
+    )
+    train.add_argument(
+        "--optimizer",
+        choices=("sgd", "adam"),
+        default="sgd",
+        help="optimiser (default: %(default)s)",
+    )
     train.add_argument(
         "--lr",
         type=_positive_float,
@@ -78,26 +165,40 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train.add_argument(
         "--momentum",
-        type=float,
+        type=_non_negative_float,
         default=None,
-        help="SGD momentum (default: 0.9; sgd only)",
+        help="SGD momentum, >= 0; sgd only (default: 0.9)",
     )
-    train.add_argument("--seed", type=_non_negative_int, default=0)
+    train.add_argument(
+        "--seed",
+        type=_non_negative_int,
+        default=0,
+        help="seed of the initial weights and of the shuffling (default: %(default)s)",
+    )
     train.add_argument(
         "--threads",
         type=_positive_int,
         default=None,
-        help="threads for the kernels (default: all cores)",
+        help="threads for the kernels (default: all of Numba's threads: the "
+        "CPUs available, or $NUMBA_NUM_THREADS)",
     )
     train.add_argument(
-        "--save", type=Path, default=None, help="where to save the trained model"
+        "--save",
+        type=Path,
+        default=None,
+        help="file to save the trained model to (default: not saved)",
     )
     train.add_argument(
         "--no-download",
         action="store_true",
-        help="fail instead of downloading missing dataset files",
+        help="fail instead of downloading missing dataset files (default: "
+        "download them)",
     )
-    train.add_argument("--quiet", action="store_true", help="no progress bars")
+    train.add_argument(
+        "--quiet",
+        action="store_true",
+        help="no progress bars (default: a progress bar per epoch)",
+    )
 
     commands.add_parser("info", help="show versions and threading settings")
     return parser
@@ -112,7 +213,11 @@ def _limit_threads(n: int) -> None:
 
     limit = numba.config.NUMBA_NUM_THREADS
     if n > limit:
-        raise ValueError(f"--threads must be at most {limit} on this machine, got {n}")
+        if "NUMBA_NUM_THREADS" in os.environ:
+            source = "the value of the NUMBA_NUM_THREADS environment variable"
+        else:
+            source = "the number of CPUs available to this process"
+        raise ValueError(f"--threads must be at most {limit}, {source}, got {n}")
     fastcnn.set_num_threads(n)
     try:
         from threadpoolctl import threadpool_limits
@@ -135,6 +240,35 @@ def _load(args: argparse.Namespace):
     return train, test
 
 
+def _check_save(path: Path) -> None:
+    """Refuse a destination the model could not be saved to, before training.
+
+    A file is created in the destination's folder and removed again: only that
+    tells whether the folder takes new files (a read-only file system, /proc,
+    permissions, ...).
+    """
+    from fastcnn.serialization import _open_temporary
+
+    if path.is_dir():
+        raise ValueError(f"--save must be a file path, got the folder {path}")
+    if not path.name:
+        raise ValueError(f"--save must be a file path, got {str(path)!r}")
+    folder = path.resolve().parent
+    if not folder.exists():
+        raise ValueError(f"--save: the folder {folder} does not exist")
+    if not folder.is_dir():
+        raise ValueError(f"--save: {folder} is a file, not a folder")
+    try:
+        fd, probe = _open_temporary(str(folder), path.name)
+    except OSError as error:
+        reason = error.strerror or str(error)
+        raise ValueError(
+            f"--save: cannot create files in the folder {folder} ({reason})"
+        ) from error
+    os.close(fd)
+    os.unlink(probe)
+
+
 def _train(args: argparse.Namespace) -> int:
     import fastcnn
     from fastcnn.losses import CrossEntropyLoss
@@ -145,13 +279,7 @@ def _train(args: argparse.Namespace) -> int:
         _limit_threads(args.threads)
 
     if args.save is not None:
-        # Refuse an impossible destination before training, not after it.
-        if args.save.is_dir():
-            raise ValueError(f"--save must be a file path, got the folder {args.save}")
-        if not args.save.resolve().parent.is_dir():
-            raise ValueError(
-                f"--save: the folder {args.save.resolve().parent} does not exist"
-            )
+        _check_save(args.save)
 
     (x_train, y_train), (x_test, y_test) = _load(args)
     # The training set's statistics go into the model, so that the saved model
@@ -230,14 +358,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     parser = build_parser()
     args = parser.parse_args(argv)
-    if (
-        args.command == "train"
-        and args.optimizer != "sgd"
-        and args.momentum is not None
-    ):
-        parser.error(
-            f"--momentum applies to --optimizer sgd only, not {args.optimizer}"
-        )
     try:
         if args.command == "train":
             return _train(args)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -12,7 +13,7 @@ import pytest
 
 import fastcnn
 from fastcnn import _config
-from fastcnn.cli import main
+from fastcnn.cli import build_parser, main
 
 MNIST = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"
 needs_mnist = pytest.mark.skipif(
@@ -107,6 +108,10 @@ def test_missing_data_fails_with_one_line_naming_the_folder(tmp_path, capsys):
         (["train", "--optimizer", "rmsprop"], "--optimizer"),
         (["train", "--dataset", "cifar"], "--dataset"),
         (["train", "--optimizer", "adam", "--momentum", "0.5"], "--momentum"),
+        (["train", "--momentum", "nan"], "argument --momentum: expected a finite"),
+        (["train", "--momentum", "inf"], "argument --momentum: expected a finite"),
+        (["train", "--momentum", "-5"], "argument --momentum: expected a finite"),
+        (["train", "--momentum", "x"], "argument --momentum: expected a number"),
         ([], "command"),
     ],
 )
@@ -158,3 +163,146 @@ def test_impossible_save_path_fails_before_training(tmp_path, capsys, where):
     captured = capsys.readouterr()
     assert "--save" in captured.err
     assert "test accuracy" not in captured.out  # nothing was trained
+
+
+def _exit_2(argv, capsys) -> str:
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    return capsys.readouterr().err
+
+
+def test_momentum_with_adam_is_reported_by_the_train_parser(capsys):
+    # Guards against the top-level usage ("usage: fastcnn [-h] ...") and
+    # "fastcnn: error:" for a problem with train's options.
+    err = _exit_2(["train", "--optimizer", "adam", "--momentum", "0.5"], capsys)
+    assert err.startswith("usage: fastcnn train ")
+    assert err.rstrip().endswith(
+        "fastcnn train: error: --momentum applies to --optimizer sgd only, not adam"
+    )
+
+
+def test_momentum_zero_is_accepted_by_the_parser():
+    args = build_parser().parse_args(["train", "--momentum", "0"])
+    assert args.momentum == 0.0
+
+
+def test_data_dir_with_digits_is_refused(tmp_path, capsys):
+    err = _exit_2(["train", "--dataset", "digits", "--data-dir", str(tmp_path)], capsys)
+    assert err.startswith("usage: fastcnn train ")
+    assert "--data-dir does not apply to --dataset digits" in err
+
+
+def test_a_file_as_data_dir_is_reported_as_not_a_folder(tmp_path, capsys):
+    afile = tmp_path / "afile"
+    afile.write_bytes(b"x")
+    err = _exit_2(["train", "--data-dir", str(afile), "--no-download"], capsys)
+    assert f"argument --data-dir: {afile} is a file, not a folder" in err
+
+
+def _train_help(capsys) -> str:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "--help"])
+    assert exit_info.value.code == 0
+    return capsys.readouterr().out
+
+
+def test_help_shows_every_default_once(capsys):
+    text = _train_help(capsys)
+    options = text.split("options:", 1)[1]
+    entries = re.split(r"\n  (?=-)", options)
+    helps = {
+        entry.split()[0].rstrip(","): " ".join(entry.split())
+        for entry in entries
+        if entry.strip()
+    }
+    assert set(helps) >= {"--epochs", "--lr", "--threads", "--quiet", "--save"}
+    for option, entry in helps.items():
+        if option == "-h":
+            continue
+        assert entry.count("(default:") == 1, entry
+        assert "(default: None)" not in entry, entry
+    assert "(default: 0.02 for sgd, 0.001 for adam)" in helps["--lr"]
+    assert "(default: 3)" in helps["--epochs"]
+    assert "(default: 64)" in helps["--batch-size"]
+
+
+def test_too_many_threads_says_where_the_limit_comes_from(capsys, monkeypatch):
+    import numba
+
+    monkeypatch.setattr(numba.config, "NUMBA_NUM_THREADS", 1)
+    monkeypatch.setenv("NUMBA_NUM_THREADS", "1")
+    assert main(["train", "--dataset", "digits", "--threads", "2"]) == 1
+    assert capsys.readouterr().err.strip() == (
+        "fastcnn train: error: --threads must be at most 1, the value of the "
+        "NUMBA_NUM_THREADS environment variable, got 2"
+    )
+    monkeypatch.delenv("NUMBA_NUM_THREADS")
+    assert main(["train", "--dataset", "digits", "--threads", "2"]) == 1
+    err = capsys.readouterr().err
+    assert "at most 1, the number of CPUs available to this process, got 2" in err
+
+
+def test_save_into_a_file_is_reported_as_not_a_folder(tmp_path, capsys):
+    afile = tmp_path / "afile"
+    afile.write_bytes(b"x")
+    status = main(["train", "--dataset", "digits", "--save", str(afile / "m.npz")])
+    assert status == 1
+    captured = capsys.readouterr()
+    assert captured.err.strip() == (
+        f"fastcnn train: error: --save: {afile} is a file, not a folder"
+    )
+    assert captured.out == ""
+
+
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs /proc")
+def test_save_into_a_folder_that_takes_no_files_fails_before_training(capsys):
+    status = main(["train", "--dataset", "digits", "--save", "/proc/m.npz"])
+    assert status == 1
+    captured = capsys.readouterr()
+    assert captured.err.startswith(
+        "fastcnn train: error: --save: cannot create files in the folder /proc ("
+    )
+    assert ".tmp" not in captured.err
+    assert captured.out == ""  # nothing was loaded or trained
+
+
+def test_save_probe_leaves_no_file_behind(tmp_path, monkeypatch, capsys):
+    # The writability probe runs; the run then stops at a bad split, before
+    # training, so the folder must be as it was.
+    pytest.importorskip("sklearn")
+    status = main(
+        [
+            "train",
+            "--dataset",
+            "digits",
+            "--train",
+            "train[::2]",
+            "--save",
+            str(tmp_path / "m.npz"),
+        ]
+    )
+    assert status == 1
+    assert "split" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_save_to_a_folder_without_write_permission_fails_before_training(
+    tmp_path, monkeypatch, capsys
+):
+    # Permissions do not stop root, so the refusal is simulated where the file
+    # would be created.
+    from fastcnn import serialization
+
+    def refuse(folder, base):
+        raise PermissionError(13, "Permission denied", os.path.join(folder, base))
+
+    monkeypatch.setattr(serialization, "_open_temporary", refuse)
+    status = main(["train", "--dataset", "digits", "--save", str(tmp_path / "m.npz")])
+    assert status == 1
+    captured = capsys.readouterr()
+    assert captured.err.strip() == (
+        f"fastcnn train: error: --save: cannot create files in the folder {tmp_path} "
+        "(Permission denied)"
+    )
+    assert captured.out == ""
