@@ -63,6 +63,8 @@ from typing import Any
 
 import numba
 
+from fastcnn._validation import check_int
+
 FASTMATH: frozenset[str] = frozenset({"reassoc", "contract", "nsz", "arcp"})
 
 #: The oldest TBB interface version Numba's TBB layer accepts.
@@ -201,7 +203,8 @@ def set_num_threads(n: int) -> None:
     Parameters
     ----------
     n : int
-        Thread count, between 1 and ``numba.config.NUMBA_NUM_THREADS``.
+        Thread count, between 1 and ``numba.config.NUMBA_NUM_THREADS``; a
+        Python or NumPy integer (not a bool).
 
     Notes
     -----
@@ -215,8 +218,7 @@ def set_num_threads(n: int) -> None:
     needed, once for the whole process (``OPENBLAS_NUM_THREADS`` before Python
     starts, or ``threadpoolctl.threadpool_limits``).
     """
-    if isinstance(n, bool) or not isinstance(n, int):
-        raise TypeError(f"n must be an int, got {type(n).__name__}")
+    n = check_int(n, "n")  # NumPy integers are accepted, bools refused
     limit = numba.config.NUMBA_NUM_THREADS
     if not 1 <= n <= limit:
         raise ValueError(f"n must be between 1 and {limit}, got {n}")

@@ -436,6 +436,13 @@ def _check_not_another_dataset(dataset: str, path: Path) -> None:
             )
 
 
+def _check_bool(value: Any, name: str) -> bool:
+    """Return ``value`` if it is a bool (or a NumPy bool), else raise TypeError."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be a bool, got {type(value).__name__} {value!r}")
+    return bool(value)
+
+
 def _load_idx_dataset(
     dataset: str,
     split: Any,
@@ -445,7 +452,14 @@ def _load_idx_dataset(
     progress: bool,
 ) -> tuple[np.ndarray, np.ndarray]:
     name, start, stop = _parse_split(split)
+    download = _check_bool(download, "download")
+    progress = _check_bool(progress, "progress")
     folder, origin = _resolve_folder(dataset, data_dir)
+    if folder.exists() and not folder.is_dir():
+        raise ValueError(
+            f"{folder} (from {origin}) is a file, not a folder; the {dataset} "
+            "files are looked for in a folder"
+        )
     stems = _SPLIT_FILES[name]
 
     missing = [stem for stem in stems if _find(folder, stem) is None]
@@ -524,10 +538,12 @@ def load_mnist(
     Raises
     ------
     TypeError
-        If ``split`` is not a str or ``data_dir`` not a path.
+        If ``split`` is not a str, ``data_dir`` not a path, or ``download`` or
+        ``progress`` not a bool.
     ValueError
-        If ``split`` is malformed or out of range, or a file is damaged: not IDX,
-        truncated, of the wrong kind, or with image and label counts that differ.
+        If ``split`` is malformed or out of range, the data folder is a file, or
+        a file is damaged: not IDX, truncated, of the wrong kind, or with image
+        and label counts that differ.
     DatasetNotFoundError
         If files are missing and may not, or cannot without pooch, be downloaded.
     DownloadError

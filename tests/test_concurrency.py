@@ -23,6 +23,7 @@ import time
 import numpy as np
 import pytest
 
+import fastcnn
 import fastcnn.functional as F
 from fastcnn import _config
 from fastcnn.losses import CrossEntropyLoss
@@ -406,3 +407,32 @@ def test_a_child_forked_beside_another_kernel_thread_runs_serial_kernels():
         finish.set()
         other.join(timeout=60)
     assert _config.SERIAL_ONLY is False  # the parent keeps its parallel kernels
+
+
+@pytest.mark.parametrize("n", [np.int64(1), np.int32(1), np.uint8(1)])
+def test_set_num_threads_takes_numpy_integers(n):
+    # Guards against refusing NumPy ints, which every other int argument takes.
+    before = fastcnn.get_num_threads()
+    try:
+        fastcnn.set_num_threads(n)
+        assert fastcnn.get_num_threads() == 1
+    finally:
+        fastcnn.set_num_threads(before)
+
+
+@pytest.mark.parametrize(
+    ("n", "error", "match"),
+    [
+        (True, TypeError, "n must be an int, got bool True"),
+        (np.bool_(True), TypeError, "n must be an int, got bool"),
+        (1.0, TypeError, "n must be an int, got float 1.0"),
+        ("2", TypeError, "n must be an int, got str"),
+        (np.int64(0), ValueError, "n must be between 1 and"),
+        (np.int64(10**6), ValueError, "n must be between 1 and"),
+    ],
+)
+def test_set_num_threads_refuses_bools_and_non_integers(n, error, match):
+    before = fastcnn.get_num_threads()
+    with pytest.raises(error, match=match):
+        fastcnn.set_num_threads(n)
+    assert fastcnn.get_num_threads() == before

@@ -401,6 +401,32 @@ def test_data_dir_must_be_a_path():
         load_mnist("test", 3, download=False)
 
 
+@pytest.mark.parametrize("loader", [load_mnist, load_fashion_mnist])
+@pytest.mark.parametrize(
+    ("argument", "value"),
+    [("download", "no"), ("download", 0), ("download", None), ("progress", "yes")],
+)
+def test_download_and_progress_must_be_bools(tmp_path, loader, argument, value):
+    # Guards against "no" (truthy) starting a download, or 0 passing as False.
+    with pytest.raises(TypeError, match=f"^{argument} must be a bool, got "):
+        loader("test", tmp_path, **{argument: value})
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_numpy_bools_are_accepted_for_download(tmp_path):
+    with pytest.raises(DatasetNotFoundError):
+        load_mnist("test", tmp_path, download=np.bool_(False))
+
+
+def test_a_file_as_data_dir_is_not_called_a_folder_missing_files(tmp_path):
+    afile = tmp_path / "afile"
+    afile.write_bytes(b"x")
+    with pytest.raises(ValueError, match=f"^{afile} .*is a file, not a folder"):
+        load_mnist("test", afile, download=False)
+    with pytest.raises(ValueError, match="is a file, not a folder"):
+        load_fashion_mnist("test", afile)  # refused before any download
+
+
 # ---------------------------------------------------------------- folders
 
 
