@@ -785,3 +785,42 @@ def test_train_refuses_a_network_or_loss_it_cannot_use(network, loss, error, mat
     y = np.zeros((4, 1, 1))
     with pytest.raises(error, match=match):
         tutorial.train(layers, loss_fn, tutorial.mse_prime, x, y, epochs=1)
+
+
+@pytest.mark.parametrize(
+    ("network", "match"),
+    [
+        (
+            "one-layer",
+            r"^network must be a list of layers, got Dense; put a single layer in a "
+            r"list: \[layer\]$",
+        ),
+        (5, r"^network must be a list of layers, got int$"),
+        ("abc", r"^network must be a list of layers, got str$"),
+    ],
+)
+def test_a_network_that_is_not_a_list_of_layers_is_named(network, match):
+    # Guards against "'Dense' object is not iterable", which names no argument.
+    from fastcnn import tutorial
+
+    layer = tutorial.Dense(2, 1)
+    network = layer if network == "one-layer" else network
+    x = np.zeros((4, 2, 1))
+    y = np.zeros((4, 1, 1))
+    with pytest.raises(TypeError, match=match):
+        tutorial.train(network, tutorial.mse, tutorial.mse_prime, x, y, epochs=1)
+    with pytest.raises(TypeError, match=match):
+        tutorial.predict(network, x[0])
+
+
+def test_a_network_may_be_any_iterable_of_layers():
+    from fastcnn import tutorial
+
+    layers = (tutorial.Dense(2, 1), tutorial.Tanh())
+    x = np.ones((3, 2, 1))
+    y = np.zeros((3, 1, 1))
+    tutorial.train(
+        iter(layers), tutorial.mse, tutorial.mse_prime, x, y, epochs=2, verbose=False
+    )
+    expected = tutorial.predict(list(layers), x[0])
+    np.testing.assert_array_equal(tutorial.predict(iter(layers), x[0]), expected)

@@ -67,9 +67,23 @@ def predict(network: Sequence[Layer], input: Any) -> Any:
         The last layer's output.
     """
     output = input
-    for layer in network:
+    for layer in _layer_list(network):
         output = layer.forward(output)
     return output
+
+
+def _layer_list(network: Any) -> list[Any]:
+    """Return ``network`` as a list, or raise TypeError naming ``network``."""
+    is_layer = callable(getattr(network, "forward", None))
+    if not is_layer and not isinstance(network, (str, bytes)):
+        try:
+            return list(network)
+        except TypeError:
+            pass
+    hint = "; put a single layer in a list: [layer]" if is_layer else ""
+    raise TypeError(
+        f"network must be a list of layers, got {type(network).__name__}{hint}"
+    )
 
 
 def train(
@@ -113,7 +127,7 @@ def train(
     """
     epochs = check_int(epochs, "epochs", minimum=0)
     learning_rate = check_real(learning_rate, "learning_rate")
-    layers = list(network)
+    layers = _layer_list(network)
     if not layers:
         raise ValueError("network must hold at least one layer, got none")
     for i, layer in enumerate(layers):
