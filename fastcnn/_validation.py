@@ -7,6 +7,7 @@ of object or dtype, ValueError for a wrong value or shape.
 
 from __future__ import annotations
 
+import functools
 import math
 import reprlib
 from collections.abc import Iterable
@@ -157,7 +158,16 @@ def check_real(
         isinstance(value, bool) or not isinstance(value, Real)
     ):
         raise TypeError(f"{name} must be a real number, got {_describe(value)}")
-    value = float(value)
+    try:
+        value = float(value)
+    except OverflowError:
+        # An int beyond the float range: float() raises instead of giving inf.
+        # (Its bit count, not its digits: str() refuses ints of 4300+ digits.)
+        size = f" of {value.bit_length()} bits" if isinstance(value, int) else ""
+        raise ValueError(
+            f"{name} must be finite, got an int{size}, too large for a float "
+            "(beyond 2**1024)"
+        ) from None
     if not math.isfinite(value):
         raise ValueError(f"{name} must be finite, got {value}")
     if low is not None and (value < low or (value == low and not low_inclusive)):
@@ -166,6 +176,55 @@ def check_real(
     if high is not None and (value > high or (value == high and not high_inclusive)):
         sign = "<=" if high_inclusive else "<"
         raise ValueError(f"{name} must be {sign} {high}, got {value}")
+    return value
+
+
+@functools.cache
+def _overflow_threshold(dtype: np.dtype) -> float:
+    """Smallest magnitude that rounds to infinity when cast to ``dtype``.
+
+    Half a unit in the last place above the largest finite value (for float32,
+    ``2**128 - 2**103``: the midpoint rounds to the even ``2**128``). For float64
+    and dtypes that are not float16/32/64 it is infinite: a Python float
+    always fits.
+    """
+    if dtype.kind != "f" or dtype.itemsize >= 8:
+        return math.inf
+    info = np.finfo(dtype)
+    # The spacing at the largest value is 2**(maxexp - 1 - nmant).
+    return float(info.max) + 2.0 ** (info.maxexp - 2 - info.nmant)
+
+
+def check_fits_dtype(value: float, name: str, dtype: np.dtype | type) -> float:
+    """Return ``value`` if casting it to ``dtype`` gives a finite number, or raise.
+
+    Parameters
+    ----------
+    value : float
+        A finite value, already checked by :func:`check_real`.
+    name : str
+        The argument's name, for the error message.
+    dtype : numpy.dtype
+        The float dtype the value is cast to (float32 parameters, say).
+
+    Returns
+    -------
+    float
+        ``value`` unchanged.
+
+    Raises
+    ------
+    ValueError
+        If ``dtype.type(value)`` would be infinite, e.g. ``lr=1e300`` for
+        float32 parameters.
+    """
+    dtype = np.dtype(dtype)
+    if abs(value) >= _overflow_threshold(dtype):
+        largest = np.finfo(dtype).max
+        raise ValueError(
+            f"{name}={value!r} overflows {dtype} (it would become inf; the "
+            f"largest finite {dtype} is {largest:.8g})"
+        )
     return value
 
 

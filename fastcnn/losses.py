@@ -6,6 +6,10 @@ returns the loss and keeps the gradient with respect to ``prediction``, which
 Python float and the gradient is that of the reduced loss; with ``"none"`` the
 loss is an array of per-element (per-sample for cross-entropy) losses and the
 gradient is that of their sum.
+
+NaN, inf and overflow give their IEEE results without a NumPy ``RuntimeWarning``
+(the arithmetic runs under ``np.errstate(all="ignore")``), as in the kernels: a
+diverging training run is reported by its NaN or inf loss.
 """
 
 from __future__ import annotations
@@ -15,7 +19,12 @@ from typing import Any
 
 import numpy as np
 
-from fastcnn._validation import check_array, check_choice, check_real
+from fastcnn._validation import (
+    check_array,
+    check_choice,
+    check_fits_dtype,
+    check_real,
+)
 from fastcnn.functional.softmax import cross_entropy_with_grad
 
 __all__ = ["BCELoss", "CrossEntropyLoss", "Loss", "MSELoss"]
@@ -38,7 +47,11 @@ def _as_target(target: Any, prediction: np.ndarray) -> np.ndarray:
             f"target must have the shape of prediction {prediction.shape}, "
             f"got {target.shape}"
         )
-    return np.ascontiguousarray(target, dtype=prediction.dtype)
+    if target.dtype == prediction.dtype:
+        return np.ascontiguousarray(target)
+    # Values beyond float32 become inf, without a warning.
+    with np.errstate(all="ignore"):
+        return np.ascontiguousarray(target, dtype=prediction.dtype)
 
 
 def _check_not_empty(prediction: np.ndarray) -> None:
@@ -70,6 +83,7 @@ class Loss:
         return self.forward(prediction, target)
 
     def _reduce(self, losses: np.ndarray) -> float | np.ndarray:
+        # Called inside the errstate of forward.
         if self.reduction == "mean":
             return float(np.mean(losses))
         if self.reduction == "sum":
@@ -83,7 +97,8 @@ class Loss:
         ----------
         grad_output : float or numpy.ndarray, optional
             Gradient flowing into the loss: a scalar for ``"mean"`` and ``"sum"``,
-            an array of the loss's shape for ``"none"``. Defaults to 1.
+            an array of the loss's shape for ``"none"``. Defaults to 1. A scalar
+            must be finite in the prediction's dtype (float32 refuses ``1e300``).
 
         Returns
         -------
@@ -96,7 +111,7 @@ class Loss:
             )
         if grad_output is None:
             return self._grad
-        scalar = self._grad.dtype.type
+        dtype = self._grad.dtype
         if isinstance(grad_output, np.ndarray) and grad_output.ndim > 0:
             if self.reduction != "none" or grad_output.shape != self._loss_shape:
                 raise ValueError(
@@ -104,11 +119,15 @@ class Loss:
                     f"array of the loss's shape {self._loss_shape}, got shape "
                     f"{grad_output.shape}"
                 )
-            go = grad_output.astype(self._grad.dtype)
-            return self._grad * go.reshape(
-                go.shape + (1,) * (self._grad.ndim - go.ndim)
-            )
-        return self._grad * scalar(check_real(grad_output, "grad_output"))
+            with np.errstate(all="ignore"):
+                go = grad_output.astype(dtype)
+                return self._grad * go.reshape(
+                    go.shape + (1,) * (self._grad.ndim - go.ndim)
+                )
+        value = check_real(grad_output, "grad_output")
+        factor = dtype.type(check_fits_dtype(value, "grad_output", dtype))
+        with np.errstate(all="ignore"):
+            return self._grad * factor
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(reduction={self.reduction!r})"
@@ -176,13 +195,19 @@ class CrossEntropyLoss(Loss):
 
     @staticmethod
     def _check_target(target: Any, prediction: np.ndarray) -> np.ndarray:
+        n_classes = prediction.shape[-1]
         if isinstance(target, Integral) and not isinstance(target, (bool, np.bool_)):
+            if not -(2**63) <= target < 2**63:
+                # np.asarray would give an object array and a message about dtypes.
+                raise ValueError(
+                    f"target holds an int beyond the int64 range, outside "
+                    f"[0, {n_classes}) for prediction with {n_classes} classes"
+                )
             target = np.asarray(target)
         if not isinstance(target, np.ndarray):
             raise TypeError(
                 f"target must be a numpy.ndarray, got {type(target).__name__}"
             )
-        n_classes = prediction.shape[-1]
         if target.dtype.kind in "iu":
             want = prediction.shape[:-1]
             if target.shape != want:
@@ -201,12 +226,18 @@ class CrossEntropyLoss(Loss):
             # astype, not ascontiguousarray, which would make a 0-d target 1-d.
             return target.astype(np.int64, order="C", copy=False)
         if target.dtype.kind == "f":
+            if target.shape == prediction.shape[:-1]:
+                # The shape of class indices: float labels, not probabilities.
+                raise TypeError(
+                    f"target of class indices must have an integer dtype, got "
+                    f"{target.dtype}; convert it first, e.g. target.astype(np.int64)"
+                )
             if target.shape != prediction.shape:
                 raise ValueError(
                     f"target of class probabilities must have the shape of "
                     f"prediction {prediction.shape}, got {target.shape}"
                 )
-            return np.ascontiguousarray(target, dtype=prediction.dtype)
+            return _as_target(target, prediction)
         raise TypeError(
             "target must hold integer class indices or float class probabilities, "
             f"got dtype {target.dtype}"
@@ -253,12 +284,13 @@ class MSELoss(Loss):
         prediction = check_array(prediction, "prediction")
         _check_not_empty(prediction)
         target = _as_target(target, prediction)
-        diff = prediction - target
         scalar = prediction.dtype.type
-        norm = 2.0 / diff.size if self.reduction == "mean" else 2.0
-        self._grad = diff * scalar(norm)
-        self._loss_shape = diff.shape
-        return self._reduce(diff * diff)
+        norm = 2.0 / prediction.size if self.reduction == "mean" else 2.0
+        with np.errstate(all="ignore"):
+            diff = prediction - target
+            self._grad = diff * scalar(norm)
+            self._loss_shape = diff.shape
+            return self._reduce(diff * diff)
 
 
 class BCELoss(Loss):
@@ -298,27 +330,33 @@ class BCELoss(Loss):
         prediction = check_array(prediction, "prediction")
         _check_not_empty(prediction)
         target = _as_target(target, prediction)
+        # The sigmoid hint fits the prediction only: a target is no logit.
+        hints = {
+            "prediction": " (BCELoss expects probabilities; apply a sigmoid to "
+            "logits first)",
+            "target": "",
+        }
         for name, arr in (("prediction", prediction), ("target", target)):
             if np.any((arr < 0) | (arr > 1)):
                 bad = arr[(arr < 0) | (arr > 1)].flat[0]
                 raise ValueError(
-                    f"{name} must hold values in [0, 1], got {bad} (BCELoss expects "
-                    "probabilities; apply a sigmoid to logits first)"
+                    f"{name} must hold values in [0, 1], got {bad}{hints[name]}"
                 )
 
         scalar = prediction.dtype.type
         floor = scalar(-100.0)
         one = scalar(1.0)
-        with np.errstate(divide="ignore"):
+        # log(0) is floored; NaN predictions give NaN, without a warning.
+        with np.errstate(all="ignore"):
             log_p = np.maximum(np.log(prediction), floor)
             log_1mp = np.maximum(np.log1p(-prediction), floor)
-        losses = (target - one) * log_1mp - target * log_p
+            losses = (target - one) * log_1mp - target * log_p
 
-        grad = (prediction - target) / np.maximum(
-            (one - prediction) * prediction, scalar(_BCE_GRAD_EPSILON)
-        )
-        if self.reduction == "mean":
-            grad /= scalar(prediction.size)
-        self._grad = grad
-        self._loss_shape = losses.shape
-        return self._reduce(losses)
+            grad = (prediction - target) / np.maximum(
+                (one - prediction) * prediction, scalar(_BCE_GRAD_EPSILON)
+            )
+            if self.reduction == "mean":
+                grad /= scalar(prediction.size)
+            self._grad = grad
+            self._loss_shape = losses.shape
+            return self._reduce(losses)

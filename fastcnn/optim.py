@@ -8,7 +8,10 @@ place, so references held by layers and users stay valid.
 
 The update rules are PyTorch's (``torch.optim.SGD`` and ``torch.optim.Adam`` with
 their default single-tensor CPU implementation); every scalar is cast to the
-parameter's dtype first, so float32 parameters and their state stay float32.
+parameter's dtype first, so float32 parameters and their state stay float32. A
+hyper-parameter that this cast would turn into inf (``lr=1e300`` for float32
+parameters) is refused with a ValueError. An update that overflows gives inf or
+NaN parameters without a NumPy ``RuntimeWarning``, as the kernels do.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from fastcnn._validation import check_real
+from fastcnn._validation import check_fits_dtype, check_real
 from fastcnn.kernels.optim import sgd_step
 from fastcnn.layers.base import Layer
 
@@ -63,7 +66,8 @@ class Optimizer:
     Parameters
     ----------
     model : Sequential or iterable of Layer
-        The layers whose parameters are updated.
+        The layers whose parameters are updated; at least one of them must have
+        parameters (an empty parameter list is refused, as in ``torch.optim``).
 
     Attributes
     ----------
@@ -80,6 +84,13 @@ class Optimizer:
 
     def __init__(self, model: Any) -> None:
         self._layers = _collect_layers(model)
+        if not any(layer.params for layer in self._layers):
+            # As torch.optim refuses an empty parameter list.
+            names = [type(layer).__name__ for layer in self._layers]
+            raise ValueError(
+                "model must hold at least one parameter, got an empty parameter "
+                f"list: no layer has params (layers: {names})"
+            )
         self.state: dict[str, dict[str, Any]] = {}
 
     @property
@@ -94,7 +105,14 @@ class Optimizer:
 
     @lr.setter
     def lr(self, value: float) -> None:
-        self._lr = check_real(value, "lr", low=0.0)
+        self._lr = self._check_cast(check_real(value, "lr", low=0.0), "lr")
+
+    def _check_cast(self, value: float, name: str) -> float:
+        """Return ``value``, or raise if it overflows a parameter's dtype."""
+        dtypes = {p.dtype for layer in self._layers for p in layer.params.values()}
+        for dtype in dtypes:
+            check_fits_dtype(value, name, dtype)
+        return value
 
     def _slots(self) -> Iterator[tuple[str, np.ndarray, np.ndarray | None]]:
         # The parameters are looked up at step time, so a layer whose arrays were
@@ -129,9 +147,12 @@ class Optimizer:
                     f"the gradient of {key} must have a real numeric dtype, "
                     f"got {grad.dtype}"
                 )
-            updates.append((key, param, np.asarray(grad, dtype=param.dtype)))
-        for key, param, grad in updates:
-            self._update(key, param, grad)
+            updates.append((key, param, grad))
+        # Casts (float64 gradients beyond float32) and updates that overflow
+        # give inf or NaN without a warning, as in the kernels.
+        with np.errstate(all="ignore"):
+            for key, param, grad in updates:
+                self._update(key, param, np.asarray(grad, dtype=param.dtype))
 
     def zero_grad(self) -> None:
         """Forget the gradients of every layer (``layer.zero_grad()``)."""
@@ -275,6 +296,13 @@ class SGD(Optimizer):
     weight_decay : float, default 0.0
         L2 penalty added to the gradient, ``>= 0``.
 
+    Raises
+    ------
+    ValueError
+        If ``model`` holds no parameters, a hyper-parameter is out of range or
+        not finite, or one overflows the parameters' dtype when cast to it
+        (``lr=1e300`` with float32 parameters).
+
     Notes
     -----
     For each parameter ``p`` with gradient ``g`` (PyTorch's rule):
@@ -314,10 +342,16 @@ class SGD(Optimizer):
         nesterov: bool = False,
         weight_decay: float = 0.0,
     ) -> None:
-        check_real(lr, "lr", low=0.0)
+        self._check_cast(check_real(lr, "lr", low=0.0), "lr")
         momentum = check_real(momentum, "momentum", low=0.0)
         dampening = check_real(dampening, "dampening")
         weight_decay = check_real(weight_decay, "weight_decay", low=0.0)
+        for name, value in (
+            ("momentum", momentum),
+            ("dampening", dampening),
+            ("weight_decay", weight_decay),
+        ):
+            self._check_cast(value, name)
         if not isinstance(nesterov, (bool, np.bool_)):
             raise TypeError(f"nesterov must be a bool, got {type(nesterov).__name__}")
         if nesterov and (momentum <= 0.0 or dampening != 0.0):
@@ -387,6 +421,14 @@ class Adam(Optimizer):
     weight_decay : float, default 0.0
         L2 penalty added to the gradient (not decoupled as in AdamW), ``>= 0``.
 
+    Raises
+    ------
+    ValueError
+        If ``model`` holds no parameters, a hyper-parameter is out of range or
+        not finite, or ``lr``, ``eps`` or ``weight_decay`` overflows the
+        parameters' dtype when cast to it (``lr=1e300`` with float32
+        parameters).
+
     Notes
     -----
     For each parameter ``p`` with gradient ``g``, at its ``t``-th step
@@ -420,7 +462,7 @@ class Adam(Optimizer):
         eps: float = 1e-8,
         weight_decay: float = 0.0,
     ) -> None:
-        check_real(lr, "lr", low=0.0)
+        self._check_cast(check_real(lr, "lr", low=0.0), "lr")
         if not isinstance(betas, (tuple, list)) or len(betas) != 2:
             raise TypeError(f"betas must be a pair of floats, got {betas!r}")
         beta1 = check_real(
@@ -429,8 +471,11 @@ class Adam(Optimizer):
         beta2 = check_real(
             betas[1], "betas[1]", low=0.0, high=1.0, high_inclusive=False
         )
-        eps = check_real(eps, "eps", low=0.0, low_inclusive=False)
+        eps = self._check_cast(
+            check_real(eps, "eps", low=0.0, low_inclusive=False), "eps"
+        )
         weight_decay = check_real(weight_decay, "weight_decay", low=0.0)
+        self._check_cast(weight_decay, "weight_decay")
         self.lr = lr
         self.betas = (beta1, beta2)
         self.eps = eps

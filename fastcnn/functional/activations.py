@@ -12,7 +12,12 @@ from typing import Any
 
 import numpy as np
 
-from fastcnn._validation import check_array, check_real, check_same_dtype
+from fastcnn._validation import (
+    check_array,
+    check_fits_dtype,
+    check_real,
+    check_same_dtype,
+)
 from fastcnn.functional._workspace import Workspace, check_workspace, take
 from fastcnn.kernels.activations import (
     leaky_relu_backward_flat,
@@ -31,13 +36,24 @@ def _check_any_shape(x: Any, name: str) -> np.ndarray:
     return check_array(x, name).reshape(x.shape)
 
 
+def _check_scalars(scalars: dict[str, float], dtype: np.dtype) -> tuple[float, ...]:
+    """The kernels' scalar arguments, each refused if it overflows ``dtype``."""
+    return tuple(check_fits_dtype(v, k, dtype) for k, v in scalars.items())
+
+
 def _elementwise(
-    kernel, name: str, x: Any, *scalars: float, workspace: Workspace | None
+    kernel,
+    name: str,
+    x: Any,
+    scalars: dict[str, float],
+    *,
+    workspace: Workspace | None,
 ) -> np.ndarray:
     x = _check_any_shape(x, "x")
+    values = _check_scalars(scalars, x.dtype)
     workspace = check_workspace(workspace)
     out = take(workspace, f"{name}.y", x.shape, x.dtype)
-    kernel(x.reshape(-1), *scalars, out.reshape(-1))
+    kernel(x.reshape(-1), *values, out.reshape(-1))
     return out
 
 
@@ -47,20 +63,22 @@ def _elementwise_backward(
     grad_output: Any,
     saved: Any,
     saved_name: str,
-    *scalars: float,
+    scalars: dict[str, float],
+    *,
     workspace: Workspace | None,
 ) -> np.ndarray:
     workspace = check_workspace(workspace)
     saved = _check_any_shape(saved, saved_name)
     grad_output = _check_any_shape(grad_output, "grad_output")
     check_same_dtype(saved, saved_name, grad_output=grad_output)
+    values = _check_scalars(scalars, saved.dtype)
     if grad_output.shape != saved.shape:
         raise ValueError(
             f"grad_output must have the shape of {saved_name} {saved.shape}, "
             f"got {grad_output.shape}"
         )
     out = take(workspace, f"{name}.grad_input", saved.shape, saved.dtype)
-    kernel(grad_output.reshape(-1), saved.reshape(-1), *scalars, out.reshape(-1))
+    kernel(grad_output.reshape(-1), saved.reshape(-1), *values, out.reshape(-1))
     return out
 
 
@@ -83,7 +101,7 @@ def relu(x: np.ndarray, *, workspace: Workspace | None = None) -> np.ndarray:
     -----
     The output has the shape of the input, 0-d included.
     """
-    return _elementwise(relu_flat, "relu", x, workspace=workspace)
+    return _elementwise(relu_flat, "relu", x, {}, workspace=workspace)
 
 
 def relu_backward(
@@ -109,7 +127,7 @@ def relu_backward(
         ``x == 0`` is 0, and where ``x`` is NaN ``grad_output`` passes unchanged.
     """
     return _elementwise_backward(
-        relu_backward_flat, "relu", grad_output, x, "x", workspace=workspace
+        relu_backward_flat, "relu", grad_output, x, "x", {}, workspace=workspace
     )
 
 
@@ -125,7 +143,8 @@ def leaky_relu(
     ----------
     x : numpy.ndarray, shape (...), float32 or float64
     negative_slope : float, default 0.01
-        Factor applied to the non-positive inputs; any finite number.
+        Factor applied to the non-positive inputs; any number that is finite in
+        the dtype of ``x`` (a float32 ``x`` refuses ``1e300``).
 
     workspace : Workspace, optional
         Buffers to reuse instead of allocating; the array returned is then a view
@@ -140,7 +159,7 @@ def leaky_relu(
     -----
     The output has the shape of the input, 0-d included.
     """
-    slope = check_real(negative_slope, "negative_slope")
+    slope = {"negative_slope": check_real(negative_slope, "negative_slope")}
     return _elementwise(leaky_relu_flat, "leaky_relu", x, slope, workspace=workspace)
 
 
@@ -160,7 +179,7 @@ def leaky_relu_backward(
     x : numpy.ndarray, shape (...), float32 or float64
         The input of the forward pass.
     negative_slope : float, default 0.01
-        The slope of the forward pass.
+        The slope of the forward pass; finite in the dtype of ``x``.
 
     workspace : Workspace, optional
         Buffers to reuse instead of allocating; the array returned is then a view
@@ -172,7 +191,7 @@ def leaky_relu_backward(
         ``grad_output`` where ``x > 0``, else ``negative_slope * grad_output``
         (also at ``x == 0``, as in PyTorch).
     """
-    slope = check_real(negative_slope, "negative_slope")
+    slope = {"negative_slope": check_real(negative_slope, "negative_slope")}
     return _elementwise_backward(
         leaky_relu_backward_flat,
         "leaky_relu",
@@ -204,7 +223,7 @@ def sigmoid(x: np.ndarray, *, workspace: Workspace | None = None) -> np.ndarray:
     ``exp(-|x|)``, so no ``exp`` overflows: inputs of size 1e4 give exactly 0 or 1,
     without a warning.
     """
-    return _elementwise(sigmoid_flat, "sigmoid", x, workspace=workspace)
+    return _elementwise(sigmoid_flat, "sigmoid", x, {}, workspace=workspace)
 
 
 def sigmoid_backward(
@@ -229,7 +248,7 @@ def sigmoid_backward(
         ``grad_output * y * (1 - y)``.
     """
     return _elementwise_backward(
-        sigmoid_backward_flat, "sigmoid", grad_output, y, "y", workspace=workspace
+        sigmoid_backward_flat, "sigmoid", grad_output, y, "y", {}, workspace=workspace
     )
 
 
@@ -251,7 +270,7 @@ def tanh(x: np.ndarray, *, workspace: Workspace | None = None) -> np.ndarray:
     -----
     The output has the shape of the input, 0-d included.
     """
-    return _elementwise(tanh_flat, "tanh", x, workspace=workspace)
+    return _elementwise(tanh_flat, "tanh", x, {}, workspace=workspace)
 
 
 def tanh_backward(
@@ -276,5 +295,5 @@ def tanh_backward(
         ``grad_output * (1 - y**2)``.
     """
     return _elementwise_backward(
-        tanh_backward_flat, "tanh", grad_output, y, "y", workspace=workspace
+        tanh_backward_flat, "tanh", grad_output, y, "y", {}, workspace=workspace
     )

@@ -18,6 +18,9 @@ keep the column matrix small enough to stay in the cache; when the batch needs
 more than one chunk, the backward pass rebuilds each chunk's columns rather than
 keeping them all from the forward pass.
 
+The matrix products and the NumPy sums run under ``np.errstate(all="ignore")``:
+NaN, inf and overflow pass on without a ``RuntimeWarning``, as in the kernels.
+
 With a :class:`~fastcnn.functional.Workspace`, every array either path allocates
 in Python (outputs, gradients, column matrices, products, shares) is taken from
 it. The direct kernels allocate their scratch inside (per share of the batch,
@@ -193,8 +196,14 @@ def _check_arguments(x, weight, bias, stride, padding, dilation, groups):
             f"{x.shape[1:] if unbatched else x.shape}"
         )
 
-    h_padded = x.shape[2] + pads[0] + pads[1]
-    w_padded = x.shape[3] + pads[2] + pads[3]
+    height, width = x.shape[2:]
+    if height * width > _MAX_PLANE:
+        raise ValueError(
+            f"x has planes of {height}x{width} = {height * width} elements (H x W), "
+            "more than 2**31 - 1"
+        )
+    h_padded = height + pads[0] + pads[1]
+    w_padded = width + pads[2] + pads[3]
     if h_padded * w_padded > _MAX_PLANE:
         raise ValueError(
             f"padding={padding!r:.40} makes the padded plane of x {h_padded}x"
@@ -332,7 +341,8 @@ def conv2d_forward(
         ``weight.shape[1] * groups``, ``C_out`` not divisible by ``groups``, a
         bias of the wrong shape, an unknown padding string, ``"same"`` with a
         stride above 1, a stride or dilation below 1, a negative padding, a zero
-        ``H`` or ``W``, or a dilated kernel larger than the padded input.
+        ``H`` or ``W``, a dilated kernel larger than the padded input, or a plane
+        of ``x`` (``H * W``, or its padded size) above 2**31 - 1 elements.
 
     Notes
     -----
@@ -397,17 +407,18 @@ def conv2d_relu_forward(
     else:
         cols = take(workspace, "conv2d.cols", (rows, min(m, n), h_out, w_out), x.dtype)
         out = take(workspace, "conv2d.product", (c_out, n, length), x.dtype)
-        for n_start in range(0, n, m):
-            size = min(m, n - n_start)
-            cols_chunk = _chunk_view(cols, size)
-            im2col(x, cols_chunk, n_start, *window)
-            # The chunk's columns of out: a strided view, fine for BLAS.
-            out_chunk = out[:, n_start : n_start + size]
-            np.matmul(
-                filters,
-                cols_chunk.reshape(groups, depth, size * length),
-                out=out_chunk.reshape(groups, c_out_group, size * length),
-            )
+        with np.errstate(all="ignore"):
+            for n_start in range(0, n, m):
+                size = min(m, n - n_start)
+                cols_chunk = _chunk_view(cols, size)
+                im2col(x, cols_chunk, n_start, *window)
+                # The chunk's columns of out: a strided view, fine for BLAS.
+                out_chunk = out[:, n_start : n_start + size]
+                np.matmul(
+                    filters,
+                    cols_chunk.reshape(groups, depth, size * length),
+                    out=out_chunk.reshape(groups, c_out_group, size * length),
+                )
         scatter_output(out, y.reshape(n, c_out, length), bias)
         if relu:
             flat = y.reshape(-1)
@@ -664,17 +675,20 @@ def conv2d_backward(
     if input_gradient:
         grad_input = take(ws, "conv2d.grad_input", x.shape, x.dtype)
     grad_output = grad_output.reshape(x.shape[0], c_out, *ctx.output_shape[-2:])
-    if ctx.direct:
-        grad_weight, grad_bias = _direct_backward(grad_output, ctx, grad_input)
-    else:
-        grad_weight, grad_bias = _products_backward(grad_output, ctx, grad_input)
+    # The products, the sums of the shares and the rounding of the float64 bias
+    # gradient pass NaN, inf and overflow on without a warning, as the kernels do.
+    with np.errstate(all="ignore"):
+        if ctx.direct:
+            grad_weight, grad_bias = _direct_backward(grad_output, ctx, grad_input)
+        else:
+            grad_weight, grad_bias = _products_backward(grad_output, ctx, grad_input)
+        if ctx.has_bias:
+            rounded = take(ws, "conv2d.grad_bias", (c_out,), x.dtype)
+            rounded[...] = grad_bias
+            grad_bias = rounded
+        else:
+            grad_bias = None
 
     if ctx.unbatched and grad_input is not None:
         grad_input = grad_input[0]
-    if ctx.has_bias:
-        rounded = take(ws, "conv2d.grad_bias", (c_out,), x.dtype)
-        rounded[...] = grad_bias
-        grad_bias = rounded
-    else:
-        grad_bias = None
     return grad_input, grad_weight.reshape(ctx.weight.shape), grad_bias

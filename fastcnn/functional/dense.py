@@ -3,6 +3,9 @@
 The matrix products go through ``np.dot`` (BLAS), on one BLAS thread (see
 :mod:`fastcnn.functional._blas`); adding the bias and summing its gradient are the
 parallel Numba kernels of :mod:`fastcnn.kernels.dense`.
+
+Like the kernels, the products pass NaN, inf and overflow on without a
+``RuntimeWarning``: they run under ``np.errstate(all="ignore")``.
 """
 
 from __future__ import annotations
@@ -117,7 +120,12 @@ def linear_forward(
     # np.dot rather than np.matmul, here and in the backward pass: with ``out``
     # matmul costs several microseconds more per call, which a batch of one
     # image notices; both hand the product to BLAS.
-    with single_blas_thread(rows * in_features * out_features):
+    # NaN, inf and overflow pass on silently, as in the Numba kernels: without
+    # the errstate NumPy would warn about them after the product.
+    with (
+        single_blas_thread(rows * in_features * out_features),
+        np.errstate(all="ignore"),
+    ):
         np.dot(x2d, weight.T, out=y)
     if bias is not None:
         add_bias_rows(y, bias)
@@ -206,7 +214,7 @@ def linear_backward(
     workspace, dtype = ctx.workspace, grad_output.dtype
 
     grad_input = None
-    with single_blas_thread(ctx.x.size * out_features):
+    with single_blas_thread(ctx.x.size * out_features), np.errstate(all="ignore"):
         if input_gradient:
             grad_input = take(
                 workspace, "linear.grad_input", (len(g2d), ctx.x.shape[1]), dtype

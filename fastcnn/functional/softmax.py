@@ -20,6 +20,7 @@ import numpy as np
 from fastcnn._validation import (
     check_array,
     check_choice,
+    check_fits_dtype,
     check_int,
     check_real,
     check_same_dtype,
@@ -35,6 +36,8 @@ from fastcnn.kernels.softmax import (
 )
 
 REDUCTIONS = ("mean", "sum", "none")
+
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 
 #: Cross-entropy with index targets runs on one thread below this much work,
 #: counted as ``n * (k + ROW_COST)`` (a row costs about as much as ROW_COST
@@ -262,6 +265,12 @@ def _check_target(target: Any, logits: np.ndarray) -> tuple[bool, np.ndarray]:
     """Return ``(is_index, target)`` with ``target`` shaped ``(n,)`` or ``(n, k)``."""
     n, k = (1, logits.shape[0]) if logits.ndim == 1 else logits.shape
     if isinstance(target, Integral) and not isinstance(target, (bool, np.bool_)):
+        if not _INT64_MIN <= target <= _INT64_MAX:
+            # np.asarray would give an object array and a message about dtypes.
+            raise ValueError(
+                f"target must hold class indices in [0, {k}), got an int beyond "
+                "the int64 range"
+            )
         target = np.asarray(target)
     if not isinstance(target, np.ndarray):
         raise TypeError(
@@ -285,6 +294,12 @@ def _check_target(target: Any, logits: np.ndarray) -> tuple[bool, np.ndarray]:
                 )
         return True, target.reshape(n)
     if kind == "f":
+        if target.shape != logits.shape and target.shape == logits.shape[:-1]:
+            # The shape of class indices: float labels, not probabilities.
+            raise TypeError(
+                f"target of class indices must have an integer dtype, got "
+                f"{target.dtype}; convert it first, e.g. target.astype(np.int64)"
+            )
         if target.dtype != logits.dtype:
             raise TypeError(
                 f"target of class probabilities must have the dtype of logits "
@@ -331,7 +346,8 @@ def _grad_scale(
             )
         values = grad_output.reshape(-1)
     else:
-        values = dtype.type(check_real(grad_output, "grad_output"))
+        value = check_real(grad_output, "grad_output")
+        values = dtype.type(check_fits_dtype(value, "grad_output", dtype))
     size = 1 if np.ndim(values) == 0 else n
     scale = take(workspace, f"{name}.grad_scale", (size,), dtype)
     scale[...] = values
@@ -387,11 +403,13 @@ def _cross_entropy(
         if reduction == "none":
             loss = losses.reshape(()) if unbatched else losses
         else:
-            # A fixed-order serial sum of the per-row losses, in float64.
-            total = float(losses.sum(dtype=np.float64))
-            if reduction == "mean":
-                total = total / n if n > 0 else float("nan")
-            loss = np.asarray(total, dtype=dtype)
+            # A fixed-order serial sum of the per-row losses, in float64; inf,
+            # NaN and a total beyond float32 pass on without a warning.
+            with np.errstate(all="ignore"):
+                total = float(losses.sum(dtype=np.float64))
+                if reduction == "mean":
+                    total = total / n if n > 0 else float("nan")
+                loss = np.asarray(total, dtype=dtype)
     if want_grad and unbatched:
         grad = grad.reshape(k)
     return loss, (grad if want_grad else None)
@@ -483,7 +501,8 @@ def cross_entropy_backward(
     grad_output : float or numpy.ndarray, default 1.0
         Gradient of the final objective with respect to the loss: a scalar (or 0-d
         array), or for ``reduction="none"`` an array of shape ``(n,)`` with the
-        dtype of ``logits``.
+        dtype of ``logits``. A scalar must be finite in that dtype (float32
+        logits refuse ``1e300``).
     workspace : Workspace, optional
         Buffers to reuse instead of allocating; the arrays returned are then views
         of it, overwritten by the next call (see Workspace).

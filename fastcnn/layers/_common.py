@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from fastcnn._validation import check_real
+from fastcnn._validation import check_fits_dtype, check_real
 from fastcnn.layers.base import Layer, as_layer_input
 
 
@@ -18,11 +18,20 @@ def check_flag(value: Any, name: str) -> bool:
     return bool(value)
 
 
-def check_learning_rate(learning_rate: Any) -> float | None:
-    """Return None or a finite, non-negative learning rate as a float."""
+def check_learning_rate(
+    learning_rate: Any, dtype: np.dtype | None = None
+) -> float | None:
+    """Return None or a finite, non-negative learning rate as a float.
+
+    With ``dtype`` (the parameters' dtype, to which the rate is cast), a rate
+    that overflows it is refused too.
+    """
     if learning_rate is None:
         return None
-    return check_real(learning_rate, "learning_rate", low=0.0)
+    value = check_real(learning_rate, "learning_rate", low=0.0)
+    if dtype is not None:
+        check_fits_dtype(value, "learning_rate", dtype)
+    return value
 
 
 def check_input_ndim(x: np.ndarray, allowed: tuple[int, ...], layout: str) -> None:
@@ -154,7 +163,7 @@ class ParametrisedLayer(Layer):
         None is returned (the first layer of a network does not need it).
         """
         state = require_state(self, self._state)
-        learning_rate = check_learning_rate(learning_rate)
+        learning_rate = check_learning_rate(learning_rate, state.dtype)
         input_gradient = check_flag(input_gradient, "input_gradient")
         grad = check_output_gradient(output_gradient, state)
 

@@ -38,7 +38,9 @@ def as_layer_input(x: Any, name: str, dtype: np.dtype | None) -> np.ndarray:
     Returns
     -------
     numpy.ndarray
-        A C-contiguous float32 or float64 array.
+        A C-contiguous float32 or float64 array. Values beyond the range of
+        ``dtype`` (1e300 into float32) become +-inf, without a warning, as the
+        kernels pass infinities on.
     """
     if not isinstance(x, np.ndarray):
         raise TypeError(f"{name} must be a numpy.ndarray, got {type(x).__name__}")
@@ -55,7 +57,11 @@ def as_layer_input(x: Any, name: str, dtype: np.dtype | None) -> np.ndarray:
         )
     if dtype is None:
         dtype = x.dtype if x.dtype in (np.float32, np.float64) else np.float32
-    return np.asarray(x, dtype=dtype, order="C")
+    if x.dtype == dtype:
+        return np.asarray(x, order="C")
+    # float64 -> float32 overflows to inf; NumPy would warn about it.
+    with np.errstate(all="ignore"):
+        return np.asarray(x, dtype=dtype, order="C")
 
 
 class Layer:
@@ -106,7 +112,8 @@ class Layer:
             Gradient of the loss with respect to the last output, same shape.
         learning_rate : float, optional
             When given, the parameters are also updated in place with plain SGD,
-            ``param -= learning_rate * grad``.
+            ``param -= learning_rate * grad``. It must be finite, ``>= 0`` and
+            finite in the parameters' dtype (``1e300`` is refused for float32).
 
         Returns
         -------
@@ -175,10 +182,14 @@ class Layer:
     def _apply_sgd(self, learning_rate: float | None) -> None:
         # The tutorial convention: a learning rate given to backward is a plain
         # SGD step on every parameter, in place and in the parameter's dtype.
+        # The caller has checked that the rate is finite in that dtype; an
+        # update that overflows gives inf or NaN without a warning, as the
+        # kernels do.
         if learning_rate is None:
             return
-        for key, param in self.params.items():
-            param -= param.dtype.type(learning_rate) * self.grads[key]
+        with np.errstate(all="ignore"):
+            for key, param in self.params.items():
+                param -= param.dtype.type(learning_rate) * self.grads[key]
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
