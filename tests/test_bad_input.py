@@ -48,6 +48,10 @@ NAN = float("nan")
 INF = float("inf")
 
 
+def _f32(a: np.ndarray) -> np.ndarray:
+    return a.astype(np.float32)
+
+
 def _masked(a: np.ndarray) -> np.ndarray:
     return np.ma.masked_array(a, mask=a > 0)
 
@@ -475,6 +479,79 @@ FUNCTIONAL_CASES = [
         ValueError,
         r"grad_output must have shape \(\) for reduction='mean'",
     ),
+    (
+        "ce-grad-output-overflows-float32",
+        lambda: F.cross_entropy_backward(_f32(LOGITS), LABELS, grad_output=-1e300),
+        ValueError,
+        r"grad_output=-1e\+300 overflows float32",
+    ),
+    (
+        "ce-grad-output-huge-int",
+        lambda: F.cross_entropy_backward(LOGITS, LABELS, grad_output=10**400),
+        ValueError,
+        "grad_output must be finite, got an int of 1329 bits, too large for a float",
+    ),
+    (
+        "ce-smoothing-huge-int",
+        lambda: F.cross_entropy(LOGITS, LABELS, label_smoothing=10**400),
+        ValueError,
+        "label_smoothing must be finite, got an int of 1329 bits",
+    ),
+    (
+        "ce-target-int-beyond-int64",
+        lambda: F.cross_entropy(LOGITS[0], 2**70),
+        ValueError,
+        r"target must hold class indices in \[0, 4\), got an int beyond the int64",
+    ),
+    (
+        "ce-float-labels",
+        lambda: F.cross_entropy(LOGITS, LABELS.astype(np.float64)),
+        TypeError,
+        r"target of class indices must have an integer dtype, got float64; "
+        r"convert it first, e.g. target.astype\(np.int64\)",
+    ),
+    (
+        "ce-float32-labels-for-float64-logits",
+        lambda: F.cross_entropy(LOGITS, LABELS.astype(np.float32)),
+        TypeError,
+        "target of class indices must have an integer dtype, got float32",
+    ),
+    (
+        "ce-float-label-for-1d-logits",
+        lambda: F.cross_entropy(LOGITS[0], np.array(2.0)),
+        TypeError,
+        "target of class indices must have an integer dtype",
+    ),
+    # leaky_relu: the slope is cast to the dtype of x
+    (
+        "leaky-slope-overflows-float32",
+        lambda: F.leaky_relu(_f32(XD), 1e300),
+        ValueError,
+        r"negative_slope=1e\+300 overflows float32",
+    ),
+    (
+        "leaky-backward-slope-overflows-float32",
+        lambda: F.leaky_relu_backward(_f32(XD), _f32(XD), -1e39),
+        ValueError,
+        r"negative_slope=-1e\+39 overflows float32",
+    ),
+    (
+        "leaky-slope-huge-int",
+        lambda: F.leaky_relu(XD, -(10**400)),
+        ValueError,
+        "negative_slope must be finite, got an int of 1329 bits",
+    ),
+    # conv2d: planes beyond the kernels' 32-bit index
+    (
+        "conv-x-plane-too-large",
+        lambda: F.conv2d(
+            np.broadcast_to(np.float32(0), (1, 1, 2**31, 1)),
+            np.ones((1, 1, 1, 1), np.float32),
+        ),
+        ValueError,
+        r"^x has planes of 2147483648x1 = 2147483648 elements \(H x W\), more than "
+        r"2\*\*31 - 1$",
+    ),
 ]
 
 
@@ -898,8 +975,9 @@ def test_layer_constructor_bad_argument_raises(call, error, match):
         (-0.1, ValueError, "learning_rate must be >= 0.0"),
         ("0.1", TypeError, "learning_rate must be a real number"),
         (True, TypeError, "learning_rate must be a real number"),
+        (10**400, ValueError, "learning_rate must be finite, got an int of 1329 bits"),
     ],
-    ids=["nan", "inf", "negative", "str", "bool"],
+    ids=["nan", "inf", "negative", "str", "bool", "huge-int"],
 )
 @pytest.mark.parametrize(("factory", "x"), [c[1:] for c in LAYERS], ids=LAYER_IDS)
 def test_layer_backward_bad_learning_rate_raises_and_keeps_parameters(
@@ -912,6 +990,33 @@ def test_layer_backward_bad_learning_rate_raises_and_keeps_parameters(
         layer.backward(_gradient_for(layer, y), value)
     for key, param in layer.params.items():
         np.testing.assert_array_equal(param, before[key])
+
+
+@pytest.mark.parametrize(
+    ("factory", "x"),
+    [c[1:] for c in LAYERS if c[0] in ("Conv2D", "Dense")],
+    ids=["Conv2D", "Dense"],
+)
+def test_learning_rate_overflowing_float32_parameters_is_refused(factory, x):
+    layer = factory()
+    y = layer.forward(x)
+    before = {k: v.copy() for k, v in layer.params.items()}
+    with pytest.raises(ValueError, match=r"learning_rate=1e\+300 overflows float32"):
+        layer.backward(np.ones(y.shape), 1e300)
+    for key, param in layer.params.items():
+        np.testing.assert_array_equal(param, before[key])
+    # The largest float32 still fits.
+    largest = float(np.finfo(np.float32).max)
+    layer.backward(np.zeros(y.shape), largest)
+
+
+def test_learning_rate_beyond_float32_is_accepted_by_float64_parameters():
+    layer = Conv2D(3, 2, 3, dtype=np.float64, rng=0)
+    y = layer.forward(X)
+    before = layer.weight.copy()
+    layer.backward(np.full(y.shape, 1e-300), 1e300)
+    assert np.isfinite(layer.weight).all()
+    assert not np.array_equal(layer.weight, before)
 
 
 @pytest.mark.parametrize(
@@ -1298,6 +1403,44 @@ LOSS_CASES = [
         ValueError,
         r"target must hold values in \[0, 1\]",
     ),
+    (
+        # The sigmoid hint is for predictions; the target message ends here.
+        "bce-target-above-1",
+        lambda: BCELoss()(P, P + 1.5),
+        ValueError,
+        r"^target must hold values in \[0, 1\], got [0-9.]+$",
+    ),
+    (
+        "ce-float-labels",
+        lambda: CrossEntropyLoss()(LOGITS, LABELS.astype(np.float64)),
+        TypeError,
+        r"target of class indices must have an integer dtype, got float64; "
+        r"convert it first, e.g. target.astype\(np.int64\)",
+    ),
+    (
+        "ce-target-int-beyond-int64",
+        lambda: CrossEntropyLoss()(LOGITS[0], 2**70),
+        ValueError,
+        r"target holds an int beyond the int64 range, outside \[0, 4\)",
+    ),
+    (
+        "ce-smoothing-huge-int",
+        lambda: CrossEntropyLoss(label_smoothing=10**400),
+        ValueError,
+        "label_smoothing must be finite, got an int",
+    ),
+    (
+        "mse-grad-output-overflows-float32",
+        lambda: _after_forward(MSELoss(), np.float32).backward(1e300),
+        ValueError,
+        r"grad_output=1e\+300 overflows float32",
+    ),
+    (
+        "mse-grad-output-huge-int",
+        lambda: _after_forward(MSELoss()).backward(10**400),
+        ValueError,
+        "grad_output must be finite, got an int",
+    ),
     ("bce-empty", lambda: BCELoss()(P[:0], P[:0]), ValueError, "must not be empty"),
     (
         "mse-grad-output-nan",
@@ -1314,8 +1457,8 @@ LOSS_CASES = [
 ]
 
 
-def _after_forward(loss):
-    loss(P, P * 0.5)
+def _after_forward(loss, dtype=np.float64):
+    loss(P.astype(dtype), P * 0.5)
     return loss
 
 
@@ -1402,6 +1545,69 @@ OPTIMIZER_CASES = [
     ("model-none", lambda: SGD(None, lr=0.1), TypeError, "model must be a Sequential"),
     ("model-str", lambda: SGD("abc", lr=0.1), TypeError, "model must be a Sequential"),
     ("model-ints", lambda: SGD([1, 2], lr=0.1), TypeError, r"model\[0\] must be a"),
+    (
+        "sgd-empty",
+        lambda: SGD([], lr=0.1),
+        ValueError,
+        "model must hold at least one parameter, got an empty parameter list: no "
+        "layer has params",
+    ),
+    ("adam-empty", lambda: Adam([]), ValueError, "empty parameter list"),
+    (
+        "sgd-no-parameters",
+        lambda: SGD(Sequential([Flatten(), ReLU()]), lr=0.1),
+        ValueError,
+        r"empty parameter list: no layer has params \(layers: \['Flatten', 'ReLU'\]",
+    ),
+    (
+        "sgd-lr-huge-int",
+        lambda: SGD(_layers(), lr=10**400),
+        ValueError,
+        "lr must be finite, got an int of 1329 bits",
+    ),
+    # Hyper-parameters are cast to the dtype of the (float32) parameters.
+    (
+        "sgd-lr-overflows-float32",
+        lambda: SGD(_layers(), lr=1e300),
+        ValueError,
+        r"lr=1e\+300 overflows float32 \(it would become inf",
+    ),
+    (
+        "sgd-momentum-overflows-float32",
+        lambda: SGD(_layers(), lr=0.1, momentum=1e39),
+        ValueError,
+        r"momentum=1e\+39 overflows float32",
+    ),
+    (
+        "sgd-dampening-overflows-float32",
+        lambda: SGD(_layers(), lr=0.1, dampening=-1e39),
+        ValueError,
+        r"dampening=-1e\+39 overflows float32",
+    ),
+    (
+        "sgd-weight-decay-overflows-float32",
+        lambda: SGD(_layers(), lr=0.1, weight_decay=1e39),
+        ValueError,
+        r"weight_decay=1e\+39 overflows float32",
+    ),
+    (
+        "adam-lr-overflows-float32",
+        lambda: Adam(_layers(), lr=1e300),
+        ValueError,
+        r"lr=1e\+300 overflows float32",
+    ),
+    (
+        "adam-eps-overflows-float32",
+        lambda: Adam(_layers(), eps=1e39),
+        ValueError,
+        r"eps=1e\+39 overflows float32",
+    ),
+    (
+        "adam-weight-decay-overflows-float32",
+        lambda: Adam(_layers(), weight_decay=1e39),
+        ValueError,
+        r"weight_decay=1e\+39 overflows float32",
+    ),
 ]
 
 
@@ -1418,6 +1624,14 @@ def test_setting_a_nan_learning_rate_raises_and_keeps_the_old_one():
     optimizer = SGD(_layers(), lr=0.1)
     with pytest.raises(ValueError, match="lr must be finite, got nan"):
         optimizer.lr = NAN
+    assert optimizer.lr == 0.1
+
+
+@pytest.mark.parametrize("make", [SGD, Adam])
+def test_setting_a_learning_rate_that_overflows_float32_raises(make):
+    optimizer = make(_layers(), lr=0.1)
+    with pytest.raises(ValueError, match=r"lr=1e\+39 overflows float32"):
+        optimizer.lr = 1e39
     assert optimizer.lr == 0.1
 
 

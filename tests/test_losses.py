@@ -136,6 +136,29 @@ def test_cross_entropy_errors(logits, target, error, match):
         CrossEntropyLoss()(logits, target)
 
 
+@pytest.mark.parametrize(
+    ("logits", "target"),
+    [
+        (np.zeros((2, 3)), np.array([0.0, 2.0])),
+        (np.zeros((2, 3), np.float32), np.array([0.0, 2.0])),
+        (np.zeros((2, 3)), np.array([0.0, 2.0], np.float32)),
+        (np.zeros(3), np.array(1.0)),
+    ],
+    ids=["f64-f64", "f32-f64", "f64-f32", "unbatched"],
+)
+def test_float_class_labels_get_an_integer_dtype_hint(logits, target):
+    # Labels of the shape of class indices but a float dtype: the message is
+    # about the dtype, not about the shape of probability rows.
+    with pytest.raises(
+        TypeError,
+        match=r"target of class indices must have an integer dtype, got float\d\d; "
+        r"convert it first, e.g. target.astype\(np.int64\)",
+    ):
+        CrossEntropyLoss()(logits, target)
+    # Converted as suggested, they are the class indices.
+    CrossEntropyLoss()(logits, target.astype(np.int64))
+
+
 # ----------------------------------------------------------------------
 # Mean squared error
 
@@ -233,6 +256,14 @@ def test_bce_out_of_range(prediction, target, match):
         BCELoss()(prediction, target)
 
 
+def test_bce_gives_the_sigmoid_hint_for_predictions_only():
+    with pytest.raises(ValueError, match="apply a sigmoid to logits first"):
+        BCELoss()(np.array([0.5, 3.0]), np.array([0.0, 1.0]))
+    with pytest.raises(ValueError) as caught:
+        BCELoss()(np.array([0.5, 0.5]), np.array([0.0, 3.0]))
+    assert str(caught.value) == "target must hold values in [0, 1], got 3.0"
+
+
 # ----------------------------------------------------------------------
 # Shared behaviour
 
@@ -252,3 +283,16 @@ def test_unknown_reduction(cls):
 def test_label_smoothing_is_checked():
     with pytest.raises(ValueError, match="label_smoothing must be <= 1"):
         CrossEntropyLoss(label_smoothing=1.5)
+
+
+@pytest.mark.parametrize("cls", [CrossEntropyLoss, MSELoss, BCELoss])
+def test_backward_grad_output_must_be_finite_in_the_prediction_dtype(cls):
+    prediction = np.array([[0.25, 0.75]])
+    target = np.array([1]) if cls is CrossEntropyLoss else np.array([[0.0, 1.0]])
+    loss_fn = cls()
+    loss_fn(prediction.astype(np.float32), target)
+    with pytest.raises(ValueError, match=r"grad_output=-1e\+39 overflows float32"):
+        loss_fn.backward(-1e39)
+    # float64 keeps its own range: 1e300 scales the float64 gradient.
+    loss_fn(prediction, target)
+    assert_close(loss_fn.backward(1e300), 1e300 * loss_fn.backward())

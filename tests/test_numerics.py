@@ -21,6 +21,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from fastcnn import functional as F
+from fastcnn._validation import check_fits_dtype
 from fastcnn.layers import (
     Conv2D,
     Dense,
@@ -347,7 +348,8 @@ def _data(n: int = 64):
     return x, y
 
 
-@pytest.mark.filterwarnings("ignore::RuntimeWarning")
+# NumPy's RuntimeWarnings must not replace NonFiniteLossError (python -W error).
+@pytest.mark.filterwarnings("error::RuntimeWarning")
 @pytest.mark.parametrize("value", [math.nan, math.inf], ids=["nan", "inf"])
 def test_fit_stops_at_the_batch_holding_a_non_finite_sample(value):
     # Guards against training carrying on with NaN parameters after a bad sample.
@@ -387,7 +389,8 @@ def test_fit_names_the_step_of_the_shuffled_position_of_a_nan_sample():
         )
 
 
-@pytest.mark.filterwarnings("ignore::RuntimeWarning")
+# NumPy's RuntimeWarnings must not replace NonFiniteLossError (python -W error).
+@pytest.mark.filterwarnings("error::RuntimeWarning")
 @pytest.mark.parametrize("optimizer", [SGD, Adam])
 def test_fit_stops_when_a_huge_learning_rate_makes_the_loss_nan(optimizer):
     x, y = _data()
@@ -408,7 +411,8 @@ def test_fit_stops_when_a_huge_learning_rate_makes_the_loss_nan(optimizer):
     assert "epoch 1, step 2" in str(caught.value)
 
 
-@pytest.mark.filterwarnings("ignore::RuntimeWarning")
+# NumPy's RuntimeWarnings must not replace NonFiniteLossError (python -W error).
+@pytest.mark.filterwarnings("error::RuntimeWarning")
 def test_fit_stops_when_a_regression_loss_overflows_to_inf():
     x, _ = _data()
     targets = np.ones((len(x), 1), np.float32)
@@ -707,3 +711,45 @@ def test_max_pool2d_with_padding_is_finite_for_finite_input(
         return
     assert np.isfinite(y).all()
     np.testing.assert_array_equal(y, R_pool.max_pool2d(x, *args).astype(dtype))
+
+
+# ---------------------------------------------------------------------------
+# Finite hyper-parameters that overflow the parameters' dtype
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32])
+def test_the_overflow_check_agrees_with_numpy_rounding_at_the_boundary(dtype):
+    # Guards against refusing values that round down to the largest finite
+    # value, or accepting ones that round up to inf.
+    top = np.finfo(dtype).max
+    largest = float(top)
+    # The spacing between the two largest finite values, within the dtype.
+    ulp = largest - float(np.nextafter(top, dtype(0)))
+    halfway = largest + ulp / 2
+    for below in (largest, np.nextafter(halfway, 0.0)):
+        assert np.isfinite(np.array(below).astype(dtype))
+        assert check_fits_dtype(below, "x", dtype) == below
+        assert check_fits_dtype(-below, "x", dtype) == -below
+    with np.errstate(over="ignore"):
+        assert np.isinf(np.array(halfway).astype(dtype))
+    for above in (halfway, -halfway, 1e300):
+        with pytest.raises(ValueError, match=f"x=.* overflows {np.dtype(dtype)}"):
+            check_fits_dtype(above, "x", dtype)
+
+
+def test_float64_keeps_the_float64_range_for_hyper_parameters():
+    # Guards against applying float32's limit to float64 arrays.
+    x = np.array([-1.0, 2.0])
+    np.testing.assert_array_equal(F.leaky_relu(x, 1e300), [-1e300, 2.0])
+    np.testing.assert_array_equal(
+        F.leaky_relu_backward(np.ones(2), x, -1e300), [-1e300, 1.0]
+    )
+    logits = np.zeros((2, 2))
+    target = np.array([0, 1])
+    assert_close(
+        F.cross_entropy_backward(logits, target, grad_output=1e300),
+        1e300 * F.cross_entropy_backward(logits, target),
+    )
+    with pytest.raises(ValueError, match=r"negative_slope=1e\+300 overflows float32"):
+        F.leaky_relu(x.astype(np.float32), 1e300)

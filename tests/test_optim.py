@@ -340,6 +340,58 @@ def test_invalid_model(rng):
     assert SGD(layer, lr=0.1).parameter_keys() == ["layer0.w"]
 
 
+def test_an_empty_parameter_list_is_refused(rng):
+    # As torch.optim: an optimiser with nothing to update is a mistake.
+    for model in ([], [Layer(), Layer()]):
+        for make in (lambda m: SGD(m, lr=0.1), Adam):
+            with pytest.raises(ValueError, match="empty parameter list"):
+                make(model)
+    # One parameter anywhere is enough.
+    SGD([Layer(), ParamLayer({"w": (1,)}, rng)], lr=0.1)
+
+
+# The hyper-parameters each optimiser casts to the parameters' dtype.
+CAST_HYPERPARAMETERS = [
+    (SGD, "lr", {}),
+    (SGD, "momentum", {"lr": 0.1}),
+    (SGD, "dampening", {"lr": 0.1}),
+    (SGD, "weight_decay", {"lr": 0.1}),
+    (Adam, "lr", {}),
+    (Adam, "eps", {}),
+    (Adam, "weight_decay", {}),
+]
+
+
+@pytest.mark.parametrize(("cls", "name", "kwargs"), CAST_HYPERPARAMETERS)
+def test_hyperparameters_that_overflow_float32_parameters_are_refused(
+    rng, cls, name, kwargs
+):
+    float32 = make_layers(rng, np.float32)
+    largest = float(np.finfo(np.float32).max)
+    too_large = 2.0**128 - 2.0**103  # the smallest value float32 rounds to inf
+    with pytest.raises(ValueError, match=rf"{name}=.* overflows float32"):
+        cls(float32, **kwargs, **{name: too_large})
+    # The largest float32 fits; float64 parameters keep the float64 range.
+    cls(float32, **kwargs, **{name: largest})
+    cls(make_layers(rng, np.float64), **kwargs, **{name: 1e300})
+
+
+def test_one_float32_parameter_limits_the_hyperparameters(rng):
+    layers = [*make_layers(rng, np.float64), ParamLayer({"w": (2,)}, rng, np.float32)]
+    with pytest.raises(ValueError, match="overflows float32"):
+        SGD(layers, lr=1e300)
+
+
+def test_load_state_dict_refuses_a_learning_rate_that_overflows(rng):
+    layers = make_layers(rng, np.float32)
+    optimizer = SGD(layers, lr=0.1)
+    saved = optimizer.state_dict()
+    saved["hyperparameters"]["lr"] = 1e300
+    with pytest.raises(ValueError, match=r"lr=1e\+300 overflows float32"):
+        optimizer.load_state_dict(saved)
+    assert optimizer.lr == 0.1
+
+
 def test_gradient_of_wrong_shape(rng):
     layer = ParamLayer({"w": (2, 3)}, rng)
     layer.grads = {"w": np.ones((3, 2))}
