@@ -153,7 +153,11 @@ def check_real(
     low_inclusive: bool = True,
     high_inclusive: bool = True,
 ) -> float:
-    """Return ``value`` as a finite Python float inside the given bounds, or raise."""
+    """Return ``value`` as a finite Python float inside the given bounds, or raise.
+
+    TypeError for a non-number or a bool; ValueError for NaN, +-inf, an int
+    beyond the float range (``10**400``) or a value outside the bounds.
+    """
     if type(value) is not float and (
         isinstance(value, bool) or not isinstance(value, Real)
     ):
