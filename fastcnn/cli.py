@@ -33,13 +33,21 @@ def _non_negative_int(text: str) -> int:
     return value
 
 
+#: The largest finite float32: the model trains in float32, so a larger rate or
+#: momentum would become inf.
+_FLOAT32_MAX = 3.4028234663852886e38
+
+
 def _positive_float(text: str) -> float:
     try:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not value > 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {text}")
+    if not 0 < value <= _FLOAT32_MAX:
+        raise argparse.ArgumentTypeError(
+            f"expected a number > 0 and at most {_FLOAT32_MAX:.8g} (float32), "
+            f"got {text}"
+        )
     return value
 
 
@@ -48,8 +56,11 @@ def _non_negative_float(text: str) -> float:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not 0 <= value < float("inf"):
-        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text}")
+    if not 0 <= value <= _FLOAT32_MAX:
+        raise argparse.ArgumentTypeError(
+            f"expected a number >= 0 and at most {_FLOAT32_MAX:.8g} (float32), "
+            f"got {text}"
+        )
     return value
 
 

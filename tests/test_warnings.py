@@ -311,3 +311,19 @@ def test_a_diverging_regression_fit_raises_non_finite_loss_without_a_warning():
                 shuffle=False,
                 verbose=0,
             )
+
+
+def test_dropout_and_normalize_pass_overflow_on_without_a_warning():
+    big = np.full((2, 3), 3e38, np.float32)
+    dropout = fastcnn.Dropout(0.5, rng=0)
+    normalize = fastcnn.Normalize(mean=-3e38, std=0.5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        y = dropout.forward(big)
+        grad = dropout.backward(big)
+        z = normalize.forward(big)
+        grad_z = normalize.backward(big)
+    kept = y != 0
+    assert kept.any() and np.isposinf(y[kept]).all()
+    assert np.isposinf(grad[kept]).all() and (grad[~kept] == 0).all()
+    assert np.isposinf(z).all() and np.isposinf(grad_z).all()

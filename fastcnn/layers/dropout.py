@@ -49,8 +49,10 @@ class Dropout(Layer):
         mask = None
         if self.training and self.p > 0.0:
             keep = self._rng.random(x.shape, dtype=x.dtype) >= x.dtype.type(self.p)
-            mask = keep.astype(x.dtype) * x.dtype.type(1.0 / (1.0 - self.p))
-            y = x * mask
+            # Overflow and NaN pass on silently, as in the kernels.
+            with np.errstate(all="ignore"):
+                mask = keep.astype(x.dtype) * x.dtype.type(1.0 / (1.0 - self.p))
+                y = x * mask
         else:
             y = x
         self._state = LayerState(mask, y.shape, y.dtype, unbatched=False)
@@ -63,7 +65,10 @@ class Dropout(Layer):
         state = require_state(self, self._state)
         check_learning_rate(learning_rate)
         grad = check_output_gradient(output_gradient, state)
-        return grad if state.ctx is None else grad * state.ctx
+        if state.ctx is None:
+            return grad
+        with np.errstate(all="ignore"):
+            return grad * state.ctx
 
     def get_config(self) -> dict[str, Any]:
         """Return the constructor arguments (without ``rng``) as JSON values."""

@@ -47,10 +47,13 @@ class Normalize(Layer):
     def forward(self, input: np.ndarray) -> np.ndarray:
         """Return ``(input - mean) / std``."""
         x = as_layer_input(input, "input", None)
-        scale = x.dtype.type(1.0 / self.std)
         y = take(self.workspace, "normalize.y", x.shape, x.dtype)
-        np.subtract(x, x.dtype.type(self.mean), out=y)
-        np.multiply(y, scale, out=y)
+        # Overflow (a float64 mean or scale beyond float32's range included) and
+        # NaN pass on silently, as in the kernels.
+        with np.errstate(all="ignore"):
+            scale = x.dtype.type(1.0 / self.std)
+            np.subtract(x, x.dtype.type(self.mean), out=y)
+            np.multiply(y, scale, out=y)
         self._state = LayerState(scale, y.shape, y.dtype, unbatched=False)
         return y
 
@@ -64,7 +67,8 @@ class Normalize(Layer):
         grad_input = take(
             self.workspace, "normalize.grad_input", grad.shape, grad.dtype
         )
-        return np.multiply(grad, state.ctx, out=grad_input)
+        with np.errstate(all="ignore"):
+            return np.multiply(grad, state.ctx, out=grad_input)
 
     def get_config(self) -> dict[str, Any]:
         return {"mean": self.mean, "std": self.std}
