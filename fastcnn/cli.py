@@ -13,55 +13,41 @@ from typing import Any
 DATASETS = ("mnist", "fashion-mnist", "digits")
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {value}")
-    return value
-
-
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value}")
-    return value
-
-
 #: The largest finite float32: the model trains in float32, so a larger rate or
 #: momentum would become inf.
 _FLOAT32_MAX = 3.4028234663852886e38
 
 
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not 0 < value <= _FLOAT32_MAX:
-        raise argparse.ArgumentTypeError(
-            f"expected a number > 0 and at most {_FLOAT32_MAX:.8g} (float32), "
-            f"got {text}"
-        )
-    return value
+def _number(
+    convert: Callable[[str], Any], minimum: int, strict: bool, maximum: float | None
+) -> Callable[[str], Any]:
+    """An argparse type: ``convert(text)``, at least (or above) ``minimum``.
+
+    A float ``maximum`` also caps the value (NaN fails every comparison, so it is
+    refused too).
+    """
+    what = "an integer" if convert is int else "a number"
+    bound = f"{'>' if strict else '>='} {minimum}"
+    if maximum is not None:
+        bound += f" and at most {maximum:.8g} (float32)"
+
+    def parse(text: str) -> Any:
+        try:
+            value = convert(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+        fits = value > minimum if strict else value >= minimum
+        if not fits or (maximum is not None and not value <= maximum):
+            raise argparse.ArgumentTypeError(f"expected {what} {bound}, got {text}")
+        return value
+
+    return parse
 
 
-def _non_negative_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not 0 <= value <= _FLOAT32_MAX:
-        raise argparse.ArgumentTypeError(
-            f"expected a number >= 0 and at most {_FLOAT32_MAX:.8g} (float32), "
-            f"got {text}"
-        )
-    return value
+_positive_int = _number(int, 1, strict=False, maximum=None)
+_non_negative_int = _number(int, 0, strict=False, maximum=None)
+_positive_float = _number(float, 0, strict=True, maximum=_FLOAT32_MAX)
+_non_negative_float = _number(float, 0, strict=False, maximum=_FLOAT32_MAX)
 
 
 def _folder(text: str) -> Path:
