@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import math
 import os
-import re
 import time
 from collections.abc import Iterable, Iterator
 from typing import Any
@@ -21,7 +20,7 @@ import numpy as np
 from fastcnn._validation import check_int
 from fastcnn.functional._workspace import Workspace
 from fastcnn.functional.activations import relu_backward
-from fastcnn.layers._common import ParametrisedLayer, check_flag
+from fastcnn.layers._common import ParametrisedLayer, PerSampleRankError, check_flag
 from fastcnn.layers.activations import ReLU
 from fastcnn.layers.base import Layer, as_layer_input
 from fastcnn.layers.conv import Conv2D
@@ -149,13 +148,13 @@ def _loss_value(value: Any) -> float:
     return float(value)
 
 
-_PER_SAMPLE_RANK = re.compile(
-    r"input_shape must be a per-sample (?P<layout>.+) shape of length (?P<ndim>\d+)"
-)
-
-
 def _rephrase_shape_error(
-    message: str, index: int, layer: Layer, shape: tuple[int, ...], name: str, ndim: int
+    error: Exception,
+    index: int,
+    layer: Layer,
+    shape: tuple[int, ...],
+    name: str,
+    ndim: int,
 ) -> str:
     """Say why a layer refused the per-sample shape of the batch ``name``.
 
@@ -163,10 +162,9 @@ def _rephrase_shape_error(
     caller of ``predict``, ``fit`` or ``evaluate`` never passed: a refusal of the
     number of dimensions is said again in terms of ``name`` and the layer.
     """
-    match = _PER_SAMPLE_RANK.match(message)
-    if match is None:
-        return message
-    layout = match["layout"]
+    if not isinstance(error, PerSampleRankError):
+        return str(error)
+    layout = error.layout
     where = f"layer {index} ({type(layer).__name__})"
     if index == 0:
         inner = layout.strip("()").rstrip(",")
@@ -174,7 +172,7 @@ def _rephrase_shape_error(
             f"{where} takes samples of shape {layout}, so {name} must be "
             f"({'N, ' + inner if inner else 'N'}), got {ndim}-d"
         )
-        if ndim == int(match["ndim"]):
+        if ndim == error.ndim:
             text += (
                 f"; if {name} is one sample, add the batch axis first, "
                 f"e.g. {name}[None]"
@@ -728,9 +726,7 @@ class Sequential:
             try:
                 shape = tuple(layer.output_shape(shape))
             except (TypeError, ValueError) as error:
-                reason = _rephrase_shape_error(
-                    str(error), i, layer, shape, name, x.ndim
-                )
+                reason = _rephrase_shape_error(error, i, layer, shape, name, x.ndim)
                 raise ValueError(
                     f"{name} has per-sample shape {x.shape[1:]}, which the model "
                     f"does not accept: {reason}"

@@ -41,6 +41,19 @@ def check_input_ndim(x: np.ndarray, allowed: tuple[int, ...], layout: str) -> No
         raise ValueError(f"input must be {want} ({layout}), got shape {x.shape}")
 
 
+class PerSampleRankError(ValueError):
+    """A per-sample shape of the wrong length, given to a layer's ``output_shape``.
+
+    ``layout`` (e.g. ``"(C, H, W)"``) and ``ndim`` say what the layer takes, so
+    that a caller can say it again in terms of its own argument.
+    """
+
+    def __init__(self, message: str, layout: str, ndim: int) -> None:
+        super().__init__(message)
+        self.layout = layout
+        self.ndim = ndim
+
+
 def check_per_sample_shape(input_shape: Any, ndim: int, layout: str) -> tuple:
     """Validate a per-sample shape given to ``output_shape``."""
     if not isinstance(input_shape, (tuple, list)) or not all(
@@ -49,9 +62,11 @@ def check_per_sample_shape(input_shape: Any, ndim: int, layout: str) -> tuple:
     ):
         raise TypeError(f"input_shape must be a tuple of ints, got {input_shape!r}")
     if len(input_shape) != ndim:
-        raise ValueError(
+        raise PerSampleRankError(
             f"input_shape must be a per-sample {layout} shape of length {ndim}, "
-            f"got {tuple(input_shape)!r}"
+            f"got {tuple(input_shape)!r}",
+            layout,
+            ndim,
         )
     return tuple(int(s) for s in input_shape)
 
