@@ -244,12 +244,12 @@ def _check_save(path: Path) -> None:
     tells whether the folder takes new files (a read-only file system, /proc,
     permissions, ...).
     """
-    from fastcnn.serialization import _open_temporary
+    from fastcnn.serialization import _check_save_path, _open_temporary
 
-    if path.is_dir():
-        raise ValueError(f"--save must be a file path, got the folder {path}")
-    if not path.name:
-        raise ValueError(f"--save must be a file path, got {str(path)!r}")
+    try:
+        _check_save_path(path)  # what saving itself refuses: a folder, no name
+    except (ValueError, OSError) as error:
+        raise ValueError(f"--save: {error}") from error
     folder = path.resolve().parent
     if not folder.exists():
         raise ValueError(f"--save: the folder {folder} does not exist")
