@@ -635,3 +635,136 @@ def test_output_size_is_the_length_pytorch_gives(
             conv_module.output_size(size, kernel_size, stride, before, dilation)
             == expected
         )
+
+
+@pytest.fixture
+def winograd_calls(monkeypatch):
+    """Send every 3x3, dilation-1 direct convolution to the Winograd kernel.
+
+    Returns the list of calls the kernel received (their ``x`` arrays).
+    """
+    calls = []
+    kernel = conv_module.conv2d_winograd
+
+    def spy(x, *args):
+        calls.append(x)
+        return kernel(x, *args)
+
+    monkeypatch.setattr(conv_module, "_WINOGRAD_MIN_CHANNELS", 1)
+    monkeypatch.setattr(conv_module, "conv2d_winograd", spy)
+    return calls
+
+
+def _takes_winograd(w_shape, kwargs):
+    return (
+        w_shape[2:] == (3, 3)
+        and kwargs.get("stride", 1) == 1
+        and kwargs.get("groups", 1) == 1
+        and kwargs.get("dilation", 1) == 1
+    )
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", CASES.values(), ids=CASES.keys())
+def test_winograd_kernel_matches_reference(rng, winograd_calls, case, dtype):
+    x_shape, w_shape, kwargs, with_bias = case
+    x, weight, bias = _make(rng, (3, *x_shape[1:]), w_shape, with_bias, dtype)
+    y, ctx = conv2d_forward(x, weight, bias, **kwargs)
+    grad_output = rng.standard_normal(y.shape).astype(dtype)
+    grads = conv2d_backward(grad_output, ctx)
+
+    # Forward and grad_input, or neither.
+    assert len(winograd_calls) == (2 if _takes_winograd(w_shape, kwargs) else 0)
+    assert_close(y, reference.conv2d(x, weight, bias, **kwargs), dtype=dtype)
+    expected = reference.conv2d_backward(grad_output, x, weight, bias, **kwargs)
+    for actual, wanted in zip(grads, expected, strict=True):
+        if wanted is None:
+            assert actual is None
+        else:
+            assert_close(actual, wanted, dtype=dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize(
+    ("x_shape", "padding"),
+    [
+        ((3, 32, 14, 14), 1),
+        ((2, 32, 9, 7), 0),
+        ((2, 32, 8, 11), 2),
+        ((2, 32, 7, 6), (2, 0)),
+        ((1, 32, 3, 3), 1),
+    ],
+)
+def test_winograd_kernel_agrees_with_torch(rng, torch, x_shape, padding, dtype):
+    # 32 channels on both sides: the default threshold takes the Winograd kernel.
+    calls = []
+    kernel = conv_module.conv2d_winograd
+    x, weight, bias = _make(rng, x_shape, (32, 32, 3, 3), True)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(
+            conv_module,
+            "conv2d_winograd",
+            lambda x, *args: calls.append(x) or kernel(x, *args),
+        )
+        y, ctx = conv2d_forward(
+            x.astype(dtype), weight.astype(dtype), bias.astype(dtype), padding=padding
+        )
+        grad_output = rng.standard_normal(y.shape)
+        grads = conv2d_backward(grad_output.astype(dtype), ctx)
+
+    tensors, y_torch = _torch_conv(torch, x, weight, bias, {"padding": padding})
+    grads_torch = torch.autograd.grad(y_torch, tensors, torch.tensor(grad_output))
+    assert len(calls) == 2
+    assert_close(y, y_torch.detach().numpy(), dtype=dtype)
+    for actual, wanted in zip(grads, grads_torch, strict=True):
+        assert_close(actual, wanted.numpy(), dtype=dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_winograd_kernel_fuses_relu(rng, winograd_calls, dtype):
+    x, weight, bias = _make(rng, (4, 6, 9, 8), (5, 6, 3, 3), True, dtype)
+    y, _ = conv_module.conv2d_relu_forward(x, weight, bias, 1, 1, 1, 1, None, relu=True)
+    plain = reference.conv2d(x, weight, bias, padding=1)
+
+    assert len(winograd_calls) == 1
+    assert (plain < 0).any()
+    assert_close(y, np.where(plain < 0, 0, plain), dtype=dtype)
+
+
+@pytest.mark.parametrize("value", [np.inf, -np.inf, np.nan, 1e30])
+def test_non_finite_or_huge_values_go_to_the_direct_kernel(rng, winograd_calls, value):
+    # An inf added to an opposite inf inside the transforms would give NaN where
+    # the direct sum gives +-inf; a huge float32 value could overflow a sum.
+    x, weight, bias = _make(rng, (2, 4, 6, 6), (3, 4, 3, 3), True, np.float32)
+    for target in (x, weight):
+        changed = target.copy()
+        changed.flat[7] = value
+        args = (changed, weight, bias) if target is x else (x, changed, bias)
+        with np.errstate(all="ignore"):
+            y = conv2d(*args, padding=1)
+            expected = reference.conv2d(*args, padding=1)
+        assert not winograd_calls
+        np.testing.assert_array_equal(np.isnan(y), np.isnan(expected))
+        np.testing.assert_array_equal(np.isinf(y), np.isinf(expected))
+    conv2d(x, weight, bias, padding=1)
+    assert len(winograd_calls) == 1
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_winograd_kernel_one_and_two_threads_identical(rng, dtype):
+    if numba.config.NUMBA_NUM_THREADS < 2:
+        pytest.skip("Numba was started with a single thread")
+    x, weight, bias = _make(rng, (9, 32, 13, 12), (32, 32, 3, 3), True, dtype)
+    grad_output = rng.standard_normal((9, 32, 13, 12)).astype(dtype)
+    results = []
+    original = numba.get_num_threads()
+    try:
+        for threads in (1, 2):
+            numba.set_num_threads(threads)
+            y, ctx = conv2d_forward(x, weight, bias, padding=1)
+            results.append((y, *conv2d_backward(grad_output, ctx)))
+    finally:
+        numba.set_num_threads(original)
+
+    for single, double in zip(*results, strict=True):
+        np.testing.assert_array_equal(single, double, strict=True)

@@ -4,7 +4,10 @@ Stride-1, single-group convolutions with 3-wide filters (the usual 3x3 layers)
 are computed directly by :mod:`fastcnn.kernels.conv_direct`, without a column
 matrix: the forward pass writes NCHW output with the bias, the backward pass
 takes ``grad_input`` as a direct convolution of ``grad_output`` with the flipped
-filters and the weight gradient as sums over shares of the batch.
+filters and the weight gradient as sums over shares of the batch. Between many
+channels (:data:`_WINOGRAD_MIN_CHANNELS` on both sides), 3x3 convolutions
+without dilation, forward and ``grad_input``, use Winograd's F(2x2, 3x3)
+algorithm instead (:mod:`fastcnn.kernels.conv_winograd`).
 
 Every other convolution is lowered to matrix products. For a chunk of samples, a
 Numba kernel copies the input windows into a column matrix
@@ -54,6 +57,12 @@ from fastcnn.functional._workspace import (
 from fastcnn.kernels.activations import relu_flat
 from fastcnn.kernels.conv import col2im, gather_grad_output, im2col, scatter_output
 from fastcnn.kernels.conv_direct import conv2d_direct, conv2d_direct_grad_weight
+from fastcnn.kernels.conv_winograd import (
+    TILE_COLUMNS,
+    conv2d_winograd,
+    sums_of_squares,
+    winograd_filters,
+)
 
 __all__ = [
     "Conv2dContext",
@@ -74,6 +83,15 @@ _CHUNK_BYTES = 1 << 23
 #: not on the 5x5 one (narrow 10x10 outputs: 40% of each computed row dropped),
 #: which stays with the products.
 _DIRECT_KERNEL_WIDTHS = (3,)
+
+#: Channels that both sides of a direct 3x3 convolution (dilation 1) need before
+#: Winograd's F(2x2, 3x3) algorithm (:mod:`fastcnn.kernels.conv_winograd`)
+#: computes it. Its transforms cost about as much as the multiplications it saves
+#: unless the matrix products are large: measured on 64-sample batches of 7x7 to
+#: 28x28 planes (two threads), it was 1.3 to 2 times slower than the direct
+#: kernel with 4 to 16 input channels and 0.7 to 1.0 times as slow with 32 in and
+#: 32 out; on conv_cifar (64 in, 64 out) it takes 0.7 of the direct time.
+_WINOGRAD_MIN_CHANNELS = 32
 
 #: Shares of the batch whose weight gradients the direct backward pass sums at
 #: the end: enough to keep two or four threads busy, few enough that the shares
@@ -267,6 +285,68 @@ def _uses_direct(weight_shape, stride, pads, dilation, groups) -> bool:
     )
 
 
+def _direct_convolution(
+    x: np.ndarray,
+    weight: np.ndarray,
+    bias: np.ndarray,
+    y: np.ndarray,
+    pad_top: int,
+    pad_left: int,
+    dilation: tuple[int, int],
+    relu: bool,
+    workspace: Workspace | None,
+    name: str,
+) -> None:
+    """Write a convolution :func:`_uses_direct` accepts into ``y`` (NCHW).
+
+    3x3 filters without dilation between many channels go to the Winograd
+    kernel, whose transformed filters are kept in ``workspace`` under ``name``;
+    everything else to the direct kernel. Both take padding up to the kernel's
+    reach on every side.
+    """
+    c_out, c_in, kh, kw = weight.shape
+    h_out, w_out = y.shape[2:]
+    if (
+        (kh, kw) == (3, 3)
+        and dilation == (1, 1)
+        and min(c_in, c_out) >= _WINOGRAD_MIN_CHANNELS
+        and _winograd_is_safe(x, weight, workspace, name)
+    ):
+        filters = take(workspace, name, (16, c_out, c_in), weight.dtype)
+        winograd_filters(weight, filters)
+        tiles = ((h_out + 1) // 2) * ((w_out + 1) // 2 + 1)
+        group = max(1, -(-TILE_COLUMNS // max(tiles, 1)))
+        conv2d_winograd(x, filters, bias, y, pad_top, pad_left, group, relu)
+    else:
+        conv2d_direct(x, weight, bias, y, pad_top, pad_left, *dilation, relu)
+
+
+def _winograd_is_safe(
+    x: np.ndarray, weight: np.ndarray, workspace: Workspace | None, name: str
+) -> bool:
+    """Whether the Winograd kernel gives what the direct sum would, up to rounding.
+
+    Its transforms add several inputs (or filter taps) before multiplying, so an
+    infinity can meet another of opposite sign and give NaN where the direct sum
+    gives +-inf, and a sum can overflow where the direct products do not. Both
+    are ruled out when the inputs and filters hold no NaN or inf and bound every
+    intermediate value well below the dtype's largest: the transformed values are
+    at most 4 (inputs) and 9/4 (filters) times the largest magnitudes, and the
+    output transform adds 9 products of sums over the channels. The square roots
+    of the sums of squares bound those magnitudes (one pass that vectorises);
+    a sum that overflows sends the call to the direct kernel.
+    """
+    n, c_in = x.shape[:2]
+    if n == 0:
+        return False
+    squares_x = take(workspace, f"{name}.input_squares", (n,), np.float64)
+    squares_w = take(workspace, f"{name}.filter_squares", (len(weight),), np.float64)
+    sums_of_squares(x, squares_x)
+    sums_of_squares(weight, squares_w)
+    bound = 4 * 2.25 * 9 * 16 * c_in * math.sqrt(squares_x.max() * squares_w.max())
+    return bound < float(np.finfo(x.dtype).max)
+
+
 def _chunk_view(work: np.ndarray, size: int) -> np.ndarray:
     """The first ``size`` samples of a chunk buffer whose axis 1 is the sample.
 
@@ -402,7 +482,18 @@ def conv2d_relu_forward(
     direct = _uses_direct(weight.shape, stride, pads, dilation, groups)
     y = take(workspace, "conv2d.y", (n, c_out, h_out, w_out), x.dtype)
     if direct:
-        conv2d_direct(x, weight, bias, y, pads[0], pads[2], *dilation, relu)
+        _direct_convolution(
+            x,
+            weight,
+            bias,
+            y,
+            pads[0],
+            pads[2],
+            dilation,
+            relu,
+            workspace,
+            "conv2d.winograd_filters",
+        )
         cols = None
     else:
         cols = take(workspace, "conv2d.cols", (rows, min(m, n), h_out, w_out), x.dtype)
@@ -502,16 +593,17 @@ def _direct_grad_input(
     flipped[...] = weight[:, :, ::-1, ::-1].transpose(1, 0, 2, 3)
     no_bias = take_zeros(ws, "conv2d.grad_input_bias", (c_in,), weight.dtype)
     h_out, w_out = ctx.output_shape[-2:]
-    conv2d_direct(
+    _direct_convolution(
         grad_output.reshape(-1, c_out, h_out, w_out),
         flipped,
         no_bias,
         grad_input,
         dil_h * (kh - 1) - pad_top,
         dil_w * (kw - 1) - pad_left,
-        dil_h,
-        dil_w,
+        (dil_h, dil_w),
         False,
+        ws,
+        "conv2d.grad_input_winograd_filters",
     )
 
 
