@@ -181,15 +181,24 @@ def conv2d_direct(x, weight, bias, y, pad_top, pad_left, dil_h, dil_w, relu):
                                 for q in range(length):
                                     dst[q] += tap * run[q]
 
+            # Row by row through 1-d views, with the ReLU test outside the loops:
+            # a loop over 2-d indices with the test inside did not vectorise and
+            # took two thirds of conv_first's time.
             zero = y.dtype.type(0)
             for b in range(block):
                 offset = bias[co + b]
                 src = acc[b]
                 dst = y[n, co + b]
                 for oh in range(h_out):
-                    for ow in range(w_out):
-                        value = src[oh * wp + ow] + offset
-                        dst[oh, ow] = zero if relu and value < zero else value
+                    from_row = src[oh * wp : oh * wp + w_out]
+                    to_row = dst[oh]
+                    if relu:
+                        for ow in range(w_out):
+                            value = from_row[ow] + offset
+                            to_row[ow] = zero if value < zero else value
+                    else:
+                        for ow in range(w_out):
+                            to_row[ow] = from_row[ow] + offset
 
 
 @serial_kernel
@@ -327,9 +336,11 @@ def _add_sample_grads(
     for co in range(c_out):
         total = 0.0
         for oh in range(h_out):
+            from_row = grad_output[co, oh]
+            to_row = grads[co, oh * wp : oh * wp + w_out]
             for ow in range(w_out):
-                value = grad_output[co, oh, ow]
-                grads[co, oh * wp + ow] = value
+                value = from_row[ow]
+                to_row[ow] = value
                 total += value
         bias_part[co] += total
 
