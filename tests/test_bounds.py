@@ -261,8 +261,8 @@ def functional_cases(dtype):
         ((3, 7, 6), (5, 3, 2, 3), dict(stride=2, padding=1)),
         ((40, 8, 32, 32), (8, 8, 3, 3), dict(padding=1)),  # several chunks
         # Winograd: odd and even sizes, grad_input padded (0, 2) and (2, 0).
-        ((3, 32, 7, 6), (32, 32, 3, 3), dict(padding=1)),
-        ((2, 32, 9, 5), (32, 32, 3, 3), dict(padding=(2, 0))),
+        ((3, 32, 7, 6), (64, 32, 3, 3), dict(padding=1)),
+        ((2, 32, 9, 5), (64, 32, 3, 3), dict(padding=(2, 0))),
     ]
     for i, (x_shape, w_shape, options) in enumerate(conv_configs):
         x, weight, bias = normal(*x_shape), normal(*w_shape), normal(w_shape[0])

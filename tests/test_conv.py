@@ -309,6 +309,9 @@ def test_one_and_two_threads_give_identical_bits(rng, monkeypatch, dtype, chunk_
     finally:
         numba.set_num_threads(original)
 
+    # Forward and grad_input on each thread count, large enough to run in
+    # parallel (more than one group of samples).
+    assert len(winograd_calls) == 4
     for single, double in zip(*results, strict=True):
         np.testing.assert_array_equal(single, double, strict=True)
 
@@ -651,6 +654,7 @@ def winograd_calls(monkeypatch):
         return kernel(x, *args)
 
     monkeypatch.setattr(conv_module, "_WINOGRAD_MIN_CHANNELS", 1)
+    monkeypatch.setattr(conv_module, "_WINOGRAD_MIN_PAIRS", 1)
     monkeypatch.setattr(conv_module, "conv2d_winograd", spy)
     return calls
 
@@ -696,10 +700,11 @@ def test_winograd_kernel_matches_reference(rng, winograd_calls, case, dtype):
     ],
 )
 def test_winograd_kernel_agrees_with_torch(rng, torch, x_shape, padding, dtype):
-    # 32 channels on both sides: the default threshold takes the Winograd kernel.
+    # 32 channels in, 64 out: the default thresholds take the Winograd kernel
+    # (for grad_input, 64 in and 32 out).
     calls = []
     kernel = conv_module.conv2d_winograd
-    x, weight, bias = _make(rng, x_shape, (32, 32, 3, 3), True)
+    x, weight, bias = _make(rng, x_shape, (64, 32, 3, 3), True)
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(
             conv_module,
@@ -751,11 +756,11 @@ def test_non_finite_or_huge_values_go_to_the_direct_kernel(rng, winograd_calls, 
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_winograd_kernel_one_and_two_threads_identical(rng, dtype):
+def test_winograd_kernel_one_and_two_threads_identical(rng, winograd_calls, dtype):
     if numba.config.NUMBA_NUM_THREADS < 2:
         pytest.skip("Numba was started with a single thread")
-    x, weight, bias = _make(rng, (9, 32, 13, 12), (32, 32, 3, 3), True, dtype)
-    grad_output = rng.standard_normal((9, 32, 13, 12)).astype(dtype)
+    x, weight, bias = _make(rng, (9, 32, 13, 12), (64, 32, 3, 3), True, dtype)
+    grad_output = rng.standard_normal((9, 64, 13, 12)).astype(dtype)
     results = []
     original = numba.get_num_threads()
     try:
@@ -766,5 +771,8 @@ def test_winograd_kernel_one_and_two_threads_identical(rng, dtype):
     finally:
         numba.set_num_threads(original)
 
+    # Forward and grad_input on each thread count, large enough to run in
+    # parallel (more than one group of samples).
+    assert len(winograd_calls) == 4
     for single, double in zip(*results, strict=True):
         np.testing.assert_array_equal(single, double, strict=True)

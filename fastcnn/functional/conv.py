@@ -5,9 +5,10 @@ are computed directly by :mod:`fastcnn.kernels.conv_direct`, without a column
 matrix: the forward pass writes NCHW output with the bias, the backward pass
 takes ``grad_input`` as a direct convolution of ``grad_output`` with the flipped
 filters and the weight gradient as sums over shares of the batch. Between many
-channels (:data:`_WINOGRAD_MIN_CHANNELS` on both sides), 3x3 convolutions
-without dilation, forward and ``grad_input``, use Winograd's F(2x2, 3x3)
-algorithm instead (:mod:`fastcnn.kernels.conv_winograd`).
+channels (:data:`_WINOGRAD_MIN_CHANNELS` on both sides and
+:data:`_WINOGRAD_MIN_PAIRS` pairs), 3x3 convolutions without dilation, forward
+and ``grad_input``, use Winograd's F(2x2, 3x3) algorithm instead
+(:mod:`fastcnn.kernels.conv_winograd`).
 
 Every other convolution is lowered to matrix products. For a chunk of samples, a
 Numba kernel copies the input windows into a column matrix
@@ -84,14 +85,16 @@ _CHUNK_BYTES = 1 << 23
 #: which stays with the products.
 _DIRECT_KERNEL_WIDTHS = (3,)
 
-#: Channels that both sides of a direct 3x3 convolution (dilation 1) need before
-#: Winograd's F(2x2, 3x3) algorithm (:mod:`fastcnn.kernels.conv_winograd`)
-#: computes it. Its transforms cost about as much as the multiplications it saves
-#: unless the matrix products are large: measured on 64-sample batches of 7x7 to
-#: 28x28 planes (two threads), it was 1.3 to 2 times slower than the direct
-#: kernel with 4 to 16 input channels and 0.7 to 1.0 times as slow with 32 in and
-#: 32 out; on conv_cifar (64 in, 64 out) it takes 0.7 of the direct time.
+#: Channels that both sides of a direct 3x3 convolution (dilation 1) need, and
+#: input-output channel pairs it needs in all, before Winograd's F(2x2, 3x3)
+#: algorithm (:mod:`fastcnn.kernels.conv_winograd`) computes it. Its transforms
+#: cost about as much as the multiplications it saves unless the matrix products
+#: are large. Measured against the direct kernel on 64-sample batches of 7x7 to
+#: 28x28 planes (two threads), it took 1.3 to 2 times as long with 4 to 16 input
+#: channels, 0.8 to 1.07 times as long with 32 in and 32 out, 0.67 to 0.9 with 32
+#: in and 64 out and 0.57 to 0.82 with 64 and 64.
 _WINOGRAD_MIN_CHANNELS = 32
+_WINOGRAD_MIN_PAIRS = 2048
 
 #: Shares of the batch whose weight gradients the direct backward pass sums at
 #: the end: enough to keep two or four threads busy, few enough that the shares
@@ -310,6 +313,7 @@ def _direct_convolution(
         (kh, kw) == (3, 3)
         and dilation == (1, 1)
         and min(c_in, c_out) >= _WINOGRAD_MIN_CHANNELS
+        and c_in * c_out >= _WINOGRAD_MIN_PAIRS
         and _winograd_is_safe(x, weight, workspace, name)
     ):
         filters = take(workspace, name, (16, c_out, c_in), weight.dtype)
