@@ -776,3 +776,39 @@ def test_winograd_kernel_one_and_two_threads_identical(rng, winograd_calls, dtyp
     assert len(winograd_calls) == 4
     for single, double in zip(*results, strict=True):
         np.testing.assert_array_equal(single, double, strict=True)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    n=st.integers(1, 4),
+    c_in=st.integers(1, 5),
+    c_out=st.integers(1, 6),
+    size=st.tuples(st.integers(1, 9), st.integers(1, 9)),
+    padding=st.tuples(st.integers(0, 2), st.integers(0, 2)),
+    seed=st.integers(0, 2**16),
+)
+def test_property_winograd_matches_reference(n, c_in, c_out, size, padding, seed):
+    # Every plane size from 1x1 (odd and even, output as small as one row), every
+    # padding the kernel takes, grad_input padded 2 - padding.
+    h, w = max(size[0], 3 - 2 * padding[0]), max(size[1], 3 - 2 * padding[1])
+    rng = np.random.default_rng(seed)
+    x, weight, bias = _make(rng, (n, c_in, h, w), (c_out, c_in, 3, 3), True)
+    calls = []
+    kernel = conv_module.conv2d_winograd
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(conv_module, "_WINOGRAD_MIN_CHANNELS", 1)
+        patch.setattr(conv_module, "_WINOGRAD_MIN_PAIRS", 1)
+        patch.setattr(
+            conv_module,
+            "conv2d_winograd",
+            lambda x, *args: calls.append(x) or kernel(x, *args),
+        )
+        y, ctx = conv2d_forward(x, weight, bias, padding=padding)
+        grad_output = rng.standard_normal(y.shape)
+        grads = conv2d_backward(grad_output, ctx)
+
+    assert len(calls) == 2
+    assert_close(y, reference.conv2d(x, weight, bias, padding=padding))
+    expected = reference.conv2d_backward(grad_output, x, weight, bias, padding=padding)
+    for actual, wanted in zip(grads, expected, strict=True):
+        assert_close(actual, wanted)
