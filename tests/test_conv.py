@@ -812,3 +812,17 @@ def test_property_winograd_matches_reference(n, c_in, c_out, size, padding, seed
     expected = reference.conv2d_backward(grad_output, x, weight, bias, padding=padding)
     for actual, wanted in zip(grads, expected, strict=True):
         assert_close(actual, wanted)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_winograd_sample_gives_the_same_bits_in_any_batch(rng, winograd_calls, dtype):
+    # Samples are grouped for the matrix products by the batch size; a sample's
+    # result must not depend on its group or its place in it.
+    x, weight, bias = _make(rng, (7, 8, 13, 11), (6, 8, 3, 3), True, dtype)
+    whole = conv2d(x, weight, bias, padding=1)
+    one_by_one = [conv2d(x[i : i + 1], weight, bias, padding=1) for i in range(7)]
+    by_three = [conv2d(x[i : i + 3], weight, bias, padding=1) for i in (0, 3, 6)]
+
+    assert len(winograd_calls) == 1 + 7 + 3
+    np.testing.assert_array_equal(whole, np.concatenate(one_by_one), strict=True)
+    np.testing.assert_array_equal(whole, np.concatenate(by_three), strict=True)
