@@ -309,9 +309,6 @@ def test_one_and_two_threads_give_identical_bits(rng, monkeypatch, dtype, chunk_
     finally:
         numba.set_num_threads(original)
 
-    # Forward and grad_input on each thread count, large enough to run in
-    # parallel (more than one group of samples).
-    assert len(winograd_calls) == 4
     for single, double in zip(*results, strict=True):
         np.testing.assert_array_equal(single, double, strict=True)
 
