@@ -753,3 +753,40 @@ def test_float64_keeps_the_float64_range_for_hyper_parameters():
     )
     with pytest.raises(ValueError, match=r"negative_slope=1e\+300 overflows float32"):
         F.leaky_relu(x.astype(np.float32), 1e300)
+
+
+@pytest.mark.parametrize("value", SPECIALS, ids=["nan", "inf", "-inf"])
+@pytest.mark.parametrize("where", ["input", "weight"])
+@pytest.mark.parametrize(
+    ("channels", "padding"),
+    [((3, 4), 0), ((3, 4), 1), ((32, 64), 1)],
+    ids=["direct_p0", "direct_p1", "winograd_size_p1"],
+)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_conv2d_gradients_hold_non_finite_values_where_the_reference_does(
+    dtype, channels, padding, where, value, rng, quiet
+):
+    # Guards against the direct 3x3 kernels, which multiply the zero border and
+    # the columns past each row's end too: a NaN or inf times such a zero gave
+    # NaN in weight gradients and input positions the value never reaches.
+    c_in, c_out = channels
+    x = rng.standard_normal((2, c_in, 6, 7))
+    weight = rng.standard_normal((c_out, c_in, 3, 3))
+    if where == "input":
+        x = _with(x, (0, 1, 2, 0), value)
+    else:
+        weight = _with(weight, (1, 0, 0, 0), value)
+    x, weight = x.astype(dtype), weight.astype(dtype)
+    bias = rng.standard_normal(c_out).astype(dtype)
+    y, ctx = F.conv2d_forward(x, weight, bias, padding=padding)
+    grad_output = rng.standard_normal(y.shape).astype(dtype)
+
+    grads = F.conv2d_backward(grad_output, ctx)
+    expected = R_conv.conv2d_backward(grad_output, x, weight, bias, padding=padding)
+
+    assert_same_non_finite(y, R_conv.conv2d(x, weight, bias, padding=padding), dtype)
+    for actual, wanted in zip(grads, expected, strict=True):
+        assert_same_non_finite(actual, wanted, dtype)
+    # The value reaches some gradient entries and not others.
+    touched = grads[1] if where == "input" else grads[0]
+    assert not np.isfinite(touched).all() and np.isfinite(touched).any()

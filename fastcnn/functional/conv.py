@@ -671,6 +671,24 @@ def _products_backward(
     return grad_weight, grad_bias
 
 
+def _all_finite(x: np.ndarray, weight: np.ndarray, workspace: Workspace | None) -> bool:
+    """Whether the direct backward pass gives NaN and inf where the reference does.
+
+    The direct kernels multiply over whole rows of a zero-bordered plane, the
+    columns past each output row included, and drop those products afterwards
+    (weight gradient), or multiply the filters by the zero border as well
+    (``grad_input``). A NaN or inf in ``x`` or in the filters turns such a
+    product with zero into NaN, which then lands in sums the reference never
+    forms: the weight gradient of taps that only meet it past a row's end, and
+    input positions that only meet the NaN tap through the border. The products
+    path forms exactly the reference's sums, so backward passes with non-finite
+    values (or, harmlessly, with values whose squares overflow) take it.
+    """
+    squares = take(workspace, "conv2d.input_squares", (len(x),), np.float64)
+    sums_of_squares(x, squares)
+    return bool(np.isfinite(squares).all() and np.isfinite(weight).all())
+
+
 def _direct_backward(
     grad_output: np.ndarray, ctx: Conv2dContext, grad_input: np.ndarray | None
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -774,7 +792,7 @@ def conv2d_backward(
     # The products, the sums of the shares and the rounding of the float64 bias
     # gradient pass NaN, inf and overflow on without a warning, as the kernels do.
     with np.errstate(all="ignore"):
-        if ctx.direct:
+        if ctx.direct and _all_finite(ctx.x, ctx.weight, ws):
             grad_weight, grad_bias = _direct_backward(grad_output, ctx, grad_input)
         else:
             grad_weight, grad_bias = _products_backward(grad_output, ctx, grad_input)
