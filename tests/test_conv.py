@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import fastcnn.functional.conv as conv_module
-from fastcnn.functional import Workspace
+from fastcnn.functional import Workspace, set_winograd
 from fastcnn.functional.conv import conv2d, conv2d_backward, conv2d_forward
 from fastcnn.reference import conv as reference
 
@@ -823,3 +823,36 @@ def test_winograd_sample_gives_the_same_bits_in_any_batch(rng, winograd_calls, d
     assert len(winograd_calls) == 1 + 7 + 3
     np.testing.assert_array_equal(whole, np.concatenate(one_by_one), strict=True)
     np.testing.assert_array_equal(whole, np.concatenate(by_three), strict=True)
+
+
+def test_set_winograd_false_gives_the_direct_sum(rng):
+    # A large tap that meets only the zero padding on the top row: Winograd's
+    # rounding error follows the tap, the direct sum's follows the output.
+    x, weight, bias = _make(rng, (2, 32, 8, 8), (64, 32, 3, 3), True, np.float32)
+    weight[:, 0, 0, 1] = 1e6
+    calls = []
+    kernel = conv_module.conv2d_winograd
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(
+            conv_module,
+            "conv2d_winograd",
+            lambda x, *args: calls.append(x) or kernel(x, *args),
+        )
+        fast = conv2d(x, weight, bias, padding=1)
+        previous = set_winograd(False)
+        try:
+            exact = conv2d(x, weight, bias, padding=1)
+        finally:
+            assert set_winograd(previous) is False
+    expected = reference.conv2d(x, weight, bias, padding=1)
+
+    assert previous is True and len(calls) == 1
+    top = (slice(None), slice(None), 0)
+    assert_close(exact[top], expected[top], dtype=np.float32)
+    assert np.abs(fast[top] - expected[top]).max() > 1e-3
+
+
+@pytest.mark.parametrize("bad", [1, None, "no"])
+def test_set_winograd_takes_a_bool(bad):
+    with pytest.raises(TypeError, match="enabled must be a bool, got"):
+        set_winograd(bad)

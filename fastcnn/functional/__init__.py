@@ -21,7 +21,12 @@ from fastcnn.functional.activations import (
     tanh,
     tanh_backward,
 )
-from fastcnn.functional.conv import conv2d, conv2d_backward, conv2d_forward
+from fastcnn.functional.conv import (
+    conv2d,
+    conv2d_backward,
+    conv2d_forward,
+    set_winograd,
+)
 from fastcnn.functional.dense import linear, linear_backward, linear_forward
 from fastcnn.functional.pooling import (
     avg_pool2d,
@@ -64,6 +69,7 @@ __all__ = [
     "max_pool2d_forward",
     "relu",
     "relu_backward",
+    "set_winograd",
     "sigmoid",
     "sigmoid_backward",
     "softmax",

@@ -12,9 +12,11 @@ element by element and::
 Summed over input channels, the 16 element-wise products become 16 independent
 matrix products ``M[t] = U[t] @ V[t]`` (``C_out x C_in`` times ``C_in x tiles``),
 for 16 multiplications per tile and channel pair where the direct sum needs 36.
-The transforms only add and halve, which is exact in binary, so the result
-differs from the direct sum by rounding alone (a few units in the last place,
-relative to the output's magnitude).
+The transforms only add and halve, so the result differs from the direct sum
+by rounding alone; but the rounding error of an output is bounded by the
+magnitudes of all the filter taps and inputs of its tile, not by the output's
+own (an output that a large tap meets only through the zero padding still
+carries that tap's rounding error).
 
 Layout. Tile ``(ty, tx)`` of a sample is column ``ty * (tw + 1) + tx`` of
 ``V[t]``: every tile row carries one spare column, so that the input transform
