@@ -260,6 +260,8 @@ def functional_cases(dtype):
         ((2, 3, 8, 8), (4, 3, 4, 4), dict(padding="same")),
         ((3, 7, 6), (5, 3, 2, 3), dict(stride=2, padding=1)),
         ((40, 8, 32, 32), (8, 8, 3, 3), dict(padding=1)),  # several chunks
+        # 5-wide direct kernel: a full and a partial block of four filters.
+        ((2, 3, 9, 8), (6, 3, 5, 5), dict(padding=2)),
         # Winograd: odd and even sizes, grad_input padded (0, 2) and (2, 0).
         ((3, 32, 7, 6), (64, 32, 3, 3), dict(padding=1)),
         ((2, 32, 9, 5), (64, 32, 3, 3), dict(padding=(2, 0))),

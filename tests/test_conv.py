@@ -515,10 +515,12 @@ def test_direct_kernel_agrees_with_torch(
         assert_close(actual, wanted.numpy())
 
 
-def test_3x3_stride_one_takes_the_direct_kernel_and_5x5_the_products(rng):
+def test_3x3_and_5x5_stride_one_take_the_direct_kernel_and_4x4_the_products(rng):
     x, weight, _ = _make(rng, (2, 3, 9, 9), (4, 3, 3, 3), False)
     assert conv2d_forward(x, weight, padding=1)[1].direct
     x, weight, _ = _make(rng, (2, 3, 9, 9), (4, 3, 5, 5), False)
+    assert conv2d_forward(x, weight)[1].direct
+    x, weight, _ = _make(rng, (2, 3, 9, 9), (4, 3, 4, 4), False)
     assert not conv2d_forward(x, weight)[1].direct
 
 

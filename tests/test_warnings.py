@@ -58,14 +58,14 @@ def test_linear_products_give_ieee_results_without_a_warning(dtype):
     np.testing.assert_array_equal(grad_weight, [[INF, -INF, INF, INF, INF]] * 3)
 
 
-# Convolutions computed through matrix products (not 3x3 with stride 1).
+# Convolutions computed through matrix products (not 3x3 or 5x5 with stride 1).
 PRODUCT_CONVS = [
-    {"kernel": 5, "stride": 1, "padding": 0},
+    {"kernel": 4, "stride": 1, "padding": 0},
     {"kernel": 3, "stride": 2, "padding": 0},
 ]
 
 
-@pytest.mark.parametrize("setting", PRODUCT_CONVS, ids=["5x5", "stride2"])
+@pytest.mark.parametrize("setting", PRODUCT_CONVS, ids=["4x4", "stride2"])
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_conv2d_products_give_ieee_results_without_a_warning(dtype, setting):
     big, k = _big(dtype), setting["kernel"]

@@ -78,43 +78,39 @@ def _add_rows3_one(acc, planes, taps, wp, dil_h, dil_w):
 
 
 @serial_kernel
-def _add_row5(acc, row, taps, dil_w):
-    """Add one 5-wide kernel row of four output channels, two channels per pass.
-
-    ``acc[b, q] += sum_j taps[b, j] * row[q + j * dil_w]`` for ``q <
-    acc.shape[1]``.
-    """
+def _add_rows5(acc, planes, taps, wp, dil_h, dil_w):
+    """:func:`_add_rows3` for 5-wide kernel rows (20 taps of four channels a pass)."""
     length = acc.shape[1]
-    s0 = row[:length]
-    s1 = row[dil_w : dil_w + length]
-    s2 = row[2 * dil_w : 2 * dil_w + length]
-    s3 = row[3 * dil_w : 3 * dil_w + length]
-    s4 = row[4 * dil_w : 4 * dil_w + length]
-    for b in range(0, acc.shape[0], 2):
-        a0 = acc[b]
-        a1 = acc[b + 1]
-        w00, w01, w02, w03, w04 = (
-            taps[b, 0],
-            taps[b, 1],
-            taps[b, 2],
-            taps[b, 3],
-            taps[b, 4],
-        )
-        w10, w11, w12, w13, w14 = (
-            taps[b + 1, 0],
-            taps[b + 1, 1],
-            taps[b + 1, 2],
-            taps[b + 1, 3],
-            taps[b + 1, 4],
-        )
-        for q in range(length):
-            v0 = s0[q]
-            v1 = s1[q]
-            v2 = s2[q]
-            v3 = s3[q]
-            v4 = s4[q]
-            a0[q] += w00 * v0 + w01 * v1 + w02 * v2 + w03 * v3 + w04 * v4
-            a1[q] += w10 * v0 + w11 * v1 + w12 * v2 + w13 * v3 + w14 * v4
+    a0 = acc[0]
+    a1 = acc[1]
+    a2 = acc[2]
+    a3 = acc[3]
+    for c in range(planes.shape[0]):
+        for i in range(taps.shape[2]):
+            row = planes[c, i * dil_h * wp :]
+            s0 = row[:length]
+            s1 = row[dil_w : dil_w + length]
+            s2 = row[2 * dil_w : 2 * dil_w + length]
+            s3 = row[3 * dil_w : 3 * dil_w + length]
+            s4 = row[4 * dil_w : 4 * dil_w + length]
+            w00, w01, w02 = taps[0, c, i, 0], taps[0, c, i, 1], taps[0, c, i, 2]
+            w03, w04 = taps[0, c, i, 3], taps[0, c, i, 4]
+            w10, w11, w12 = taps[1, c, i, 0], taps[1, c, i, 1], taps[1, c, i, 2]
+            w13, w14 = taps[1, c, i, 3], taps[1, c, i, 4]
+            w20, w21, w22 = taps[2, c, i, 0], taps[2, c, i, 1], taps[2, c, i, 2]
+            w23, w24 = taps[2, c, i, 3], taps[2, c, i, 4]
+            w30, w31, w32 = taps[3, c, i, 0], taps[3, c, i, 1], taps[3, c, i, 2]
+            w33, w34 = taps[3, c, i, 3], taps[3, c, i, 4]
+            for q in range(length):
+                v0 = s0[q]
+                v1 = s1[q]
+                v2 = s2[q]
+                v3 = s3[q]
+                v4 = s4[q]
+                a0[q] += w00 * v0 + w01 * v1 + w02 * v2 + w03 * v3 + w04 * v4
+                a1[q] += w10 * v0 + w11 * v1 + w12 * v2 + w13 * v3 + w14 * v4
+                a2[q] += w20 * v0 + w21 * v1 + w22 * v2 + w23 * v3 + w24 * v4
+                a3[q] += w30 * v0 + w31 * v1 + w32 * v2 + w33 * v3 + w34 * v4
 
 
 @serial_below(3, extent_arg=0)
@@ -161,25 +157,30 @@ def conv2d_direct(x, weight, bias, y, pad_top, pad_left, dil_h, dil_w, relu):
         for co in range(0, c_out, _BLOCK):
             block = min(_BLOCK, c_out - co)
             acc[:] = 0
-            fused = kw == 3
-            if block == _BLOCK and fused:
+            fused = kw == 3 or kw == 5
+            if block == _BLOCK and kw == 3:
                 _add_rows3(acc, planes, weight[co : co + _BLOCK], wp, dil_h, dil_w)
-            elif fused:
+            elif block == _BLOCK and kw == 5:
+                _add_rows5(acc, planes, weight[co : co + _BLOCK], wp, dil_h, dil_w)
+            elif kw == 5:
+                # The last, partial block: its filters padded with zero filters
+                # whose accumulators are dropped.
+                taps = np.zeros((_BLOCK, c_in, kh, kw), dtype=weight.dtype)
+                taps[:block] = weight[co : co + block]
+                _add_rows5(acc, planes, taps, wp, dil_h, dil_w)
+            elif kw == 3:
                 for b in range(block):
                     _add_rows3_one(acc[b], planes, weight[co + b], wp, dil_h, dil_w)
             for c in range(0 if fused else c_in):
                 for i in range(kh):
                     row = planes[c, i * dil_h * wp :]
-                    if block == _BLOCK and kw == 5:
-                        _add_row5(acc, row, weight[co : co + _BLOCK, c, i], dil_w)
-                    else:
-                        for j in range(kw):
-                            run = row[j * dil_w : j * dil_w + length]
-                            for b in range(block):
-                                tap = weight[co + b, c, i, j]
-                                dst = acc[b]
-                                for q in range(length):
-                                    dst[q] += tap * run[q]
+                    for j in range(kw):
+                        run = row[j * dil_w : j * dil_w + length]
+                        for b in range(block):
+                            tap = weight[co + b, c, i, j]
+                            dst = acc[b]
+                            for q in range(length):
+                                dst[q] += tap * run[q]
 
             # Row by row through 1-d views, with the ReLU test outside the loops:
             # a loop over 2-d indices with the test inside did not vectorise and
