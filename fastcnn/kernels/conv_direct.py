@@ -113,6 +113,74 @@ def _add_rows5(acc, planes, taps, wp, dil_h, dil_w):
                 a3[q] += w30 * v0 + w31 * v1 + w32 * v2 + w33 * v3 + w34 * v4
 
 
+@serial_kernel
+def _accumulate(acc, planes, weight, co, block, wp, dil_h, dil_w):
+    """Set ``acc[:block]`` to the sums of filters ``co .. co + block - 1``.
+
+    ``acc[b, q] = sum_(c, i, j) weight[co + b, c, i, j] * planes[c, i * dil_h *
+    wp + j * dil_w + q]``. A serial function of its own, so that the parallel
+    kernel's loop body, which Numba compiles slowly, stays small.
+    """
+    c_in, kh, kw = weight.shape[1], weight.shape[2], weight.shape[3]
+    length = acc.shape[1]
+    acc[:] = 0
+    if block == _BLOCK and kw == 3:
+        _add_rows3(acc, planes, weight[co : co + _BLOCK], wp, dil_h, dil_w)
+    elif block == _BLOCK and kw == 5:
+        _add_rows5(acc, planes, weight[co : co + _BLOCK], wp, dil_h, dil_w)
+    elif kw == 5:
+        # The last, partial block: its filters padded with zero filters whose
+        # accumulators are dropped. (Copied element by element: a 4-d slice
+        # assignment takes Numba seconds to compile.)
+        taps = np.zeros((_BLOCK, c_in, kh, kw), dtype=weight.dtype)
+        for b in range(block):
+            for c in range(c_in):
+                for i in range(kh):
+                    for j in range(kw):
+                        taps[b, c, i, j] = weight[co + b, c, i, j]
+        _add_rows5(acc, planes, taps, wp, dil_h, dil_w)
+    elif kw == 3:
+        for b in range(block):
+            _add_rows3_one(acc[b], planes, weight[co + b], wp, dil_h, dil_w)
+    else:
+        for c in range(c_in):
+            for i in range(kh):
+                row = planes[c, i * dil_h * wp :]
+                for j in range(kw):
+                    run = row[j * dil_w : j * dil_w + length]
+                    for b in range(block):
+                        tap = weight[co + b, c, i, j]
+                        dst = acc[b]
+                        for q in range(length):
+                            dst[q] += tap * run[q]
+
+
+@serial_kernel
+def _write_block(acc, y, bias, co, block, wp, relu):
+    """Write ``acc[:block]`` plus the bias (and ReLU) to channels ``co ..`` of ``y``.
+
+    ``y`` is one sample's (C_out, H_out, W_out) output. Row by row through 1-d
+    views, with the ReLU test outside the loops: a loop over 2-d indices with
+    the test inside did not vectorise and took two thirds of conv_first's time.
+    """
+    h_out, w_out = y.shape[1], y.shape[2]
+    zero = y.dtype.type(0)
+    for b in range(block):
+        offset = bias[co + b]
+        src = acc[b]
+        dst = y[co + b]
+        for oh in range(h_out):
+            from_row = src[oh * wp : oh * wp + w_out]
+            to_row = dst[oh]
+            if relu:
+                for ow in range(w_out):
+                    value = from_row[ow] + offset
+                    to_row[ow] = zero if value < zero else value
+            else:
+                for ow in range(w_out):
+                    to_row[ow] = from_row[ow] + offset
+
+
 @serial_below(3, extent_arg=0)
 @parallel_kernel
 def conv2d_direct(x, weight, bias, y, pad_top, pad_left, dil_h, dil_w, relu):
@@ -156,50 +224,8 @@ def conv2d_direct(x, weight, bias, y, pad_top, pad_left, dil_h, dil_w, relu):
         acc = np.empty((_BLOCK, length), dtype=y.dtype)
         for co in range(0, c_out, _BLOCK):
             block = min(_BLOCK, c_out - co)
-            acc[:] = 0
-            fused = kw == 3 or kw == 5
-            if block == _BLOCK and kw == 3:
-                _add_rows3(acc, planes, weight[co : co + _BLOCK], wp, dil_h, dil_w)
-            elif block == _BLOCK and kw == 5:
-                _add_rows5(acc, planes, weight[co : co + _BLOCK], wp, dil_h, dil_w)
-            elif kw == 5:
-                # The last, partial block: its filters padded with zero filters
-                # whose accumulators are dropped.
-                taps = np.zeros((_BLOCK, c_in, kh, kw), dtype=weight.dtype)
-                taps[:block] = weight[co : co + block]
-                _add_rows5(acc, planes, taps, wp, dil_h, dil_w)
-            elif kw == 3:
-                for b in range(block):
-                    _add_rows3_one(acc[b], planes, weight[co + b], wp, dil_h, dil_w)
-            for c in range(0 if fused else c_in):
-                for i in range(kh):
-                    row = planes[c, i * dil_h * wp :]
-                    for j in range(kw):
-                        run = row[j * dil_w : j * dil_w + length]
-                        for b in range(block):
-                            tap = weight[co + b, c, i, j]
-                            dst = acc[b]
-                            for q in range(length):
-                                dst[q] += tap * run[q]
-
-            # Row by row through 1-d views, with the ReLU test outside the loops:
-            # a loop over 2-d indices with the test inside did not vectorise and
-            # took two thirds of conv_first's time.
-            zero = y.dtype.type(0)
-            for b in range(block):
-                offset = bias[co + b]
-                src = acc[b]
-                dst = y[n, co + b]
-                for oh in range(h_out):
-                    from_row = src[oh * wp : oh * wp + w_out]
-                    to_row = dst[oh]
-                    if relu:
-                        for ow in range(w_out):
-                            value = from_row[ow] + offset
-                            to_row[ow] = zero if value < zero else value
-                    else:
-                        for ow in range(w_out):
-                            to_row[ow] = from_row[ow] + offset
+            _accumulate(acc, planes, weight, co, block, wp, dil_h, dil_w)
+            _write_block(acc, y[n], bias, co, block, wp, relu)
 
 
 @serial_kernel
