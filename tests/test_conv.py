@@ -469,17 +469,17 @@ def any_width_direct(monkeypatch):
     monkeypatch.setattr(conv_module, "_DIRECT_KERNEL_WIDTHS", tuple(range(1, 8)))
 
 
-@pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("case", CASES.values(), ids=CASES.keys())
-def test_direct_kernel_matches_reference(rng, any_width_direct, case, dtype):
+def _assert_case_matches_reference(rng, case, dtype):
+    """Run a CASES entry on 3 samples, forward and backward, against the reference.
+
+    Returns the forward context, for the caller to check which path ran.
+    """
     x_shape, w_shape, kwargs, with_bias = case
     x, weight, bias = _make(rng, (3, *x_shape[1:]), w_shape, with_bias, dtype)
     y, ctx = conv2d_forward(x, weight, bias, **kwargs)
     grad_output = rng.standard_normal(y.shape).astype(dtype)
     grads = conv2d_backward(grad_output, ctx)
 
-    # No case pads by more than its kernel reaches: only stride and groups decide.
-    assert ctx.direct == (kwargs.get("stride", 1) == 1 and kwargs.get("groups", 1) == 1)
     assert_close(y, reference.conv2d(x, weight, bias, **kwargs), dtype=dtype)
     expected = reference.conv2d_backward(grad_output, x, weight, bias, **kwargs)
     for actual, wanted in zip(grads, expected, strict=True):
@@ -487,6 +487,17 @@ def test_direct_kernel_matches_reference(rng, any_width_direct, case, dtype):
             assert actual is None
         else:
             assert_close(actual, wanted, dtype=dtype)
+    return ctx
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", CASES.values(), ids=CASES.keys())
+def test_direct_kernel_matches_reference(rng, any_width_direct, case, dtype):
+    ctx = _assert_case_matches_reference(rng, case, dtype)
+
+    # No case pads by more than its kernel reaches: only stride and groups decide.
+    kwargs = case[2]
+    assert ctx.direct == (kwargs.get("stride", 1) == 1 and kwargs.get("groups", 1) == 1)
 
 
 @pytest.mark.parametrize(
@@ -670,21 +681,11 @@ def _takes_winograd(w_shape, kwargs):
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("case", CASES.values(), ids=CASES.keys())
 def test_winograd_kernel_matches_reference(rng, winograd_calls, case, dtype):
-    x_shape, w_shape, kwargs, with_bias = case
-    x, weight, bias = _make(rng, (3, *x_shape[1:]), w_shape, with_bias, dtype)
-    y, ctx = conv2d_forward(x, weight, bias, **kwargs)
-    grad_output = rng.standard_normal(y.shape).astype(dtype)
-    grads = conv2d_backward(grad_output, ctx)
+    _assert_case_matches_reference(rng, case, dtype)
 
     # Forward and grad_input, or neither.
+    _, w_shape, kwargs, _ = case
     assert len(winograd_calls) == (2 if _takes_winograd(w_shape, kwargs) else 0)
-    assert_close(y, reference.conv2d(x, weight, bias, **kwargs), dtype=dtype)
-    expected = reference.conv2d_backward(grad_output, x, weight, bias, **kwargs)
-    for actual, wanted in zip(grads, expected, strict=True):
-        if wanted is None:
-            assert actual is None
-        else:
-            assert_close(actual, wanted, dtype=dtype)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

@@ -157,6 +157,34 @@ def _product(m, u, v):
 
 
 @serial_kernel
+def _input_tile_row(
+    first_even, first_odd, second_even, second_odd, sign, v, i, start, per
+):
+    """Write row ``i`` of ``B^T d B`` for every tile of a channel.
+
+    Row ``i`` of ``B^T d`` is ``first + sign * second`` for two tile rows, given
+    as their even and odd columns (tile column ``p`` starts at element ``p``),
+    and its columns combine as the rows do; ``v[4 * i + j, start + p]`` receives
+    ``(B^T d B)[i, j]`` of tile column ``p < per``. ``sign`` is 1 or -1.
+    """
+    # One 1-d view per output row: a 2-d slice of v would lose its contiguity.
+    row = 4 * i
+    e0 = v[row, start : start + per]
+    e1 = v[row + 1, start : start + per]
+    e2 = v[row + 2, start : start + per]
+    e3 = v[row + 3, start : start + per]
+    for p in range(per):
+        c0 = first_even[p] + sign * second_even[p]
+        c1 = first_odd[p] + sign * second_odd[p]
+        c2 = first_even[p + 1] + sign * second_even[p + 1]
+        c3 = first_odd[p + 1] + sign * second_odd[p + 1]
+        e0[p] = c0 - c2
+        e1[p] = c1 + c2
+        e2[p] = c2 - c1
+        e3[p] = c1 - c3
+
+
+@serial_kernel
 def _input_tiles(ee, eo, oe, oo, v, start, per, wh):
     """Write the 16 transformed values of every tile of one channel.
 
@@ -167,50 +195,15 @@ def _input_tiles(ee, eo, oe, oo, v, start, per, wh):
     """
     # Tile rows 0 and 1 are the planes' row ty (offset 0), rows 2 and 3 row ty + 1
     # (offset wh); columns 0 and 1 are element p, columns 2 and 3 element p + 1.
-    e0, e1 = v[0, start : start + per], v[1, start : start + per]
-    e2, e3 = v[2, start : start + per], v[3, start : start + per]
-    for p in range(per):
-        c0 = ee[p] - ee[p + wh]
-        c1 = eo[p] - eo[p + wh]
-        c2 = ee[p + 1] - ee[p + wh + 1]
-        c3 = eo[p + 1] - eo[p + wh + 1]
-        e0[p] = c0 - c2
-        e1[p] = c1 + c2
-        e2[p] = c2 - c1
-        e3[p] = c1 - c3
-    e0, e1 = v[4, start : start + per], v[5, start : start + per]
-    e2, e3 = v[6, start : start + per], v[7, start : start + per]
-    for p in range(per):
-        c0 = oe[p] + ee[p + wh]
-        c1 = oo[p] + eo[p + wh]
-        c2 = oe[p + 1] + ee[p + wh + 1]
-        c3 = oo[p + 1] + eo[p + wh + 1]
-        e0[p] = c0 - c2
-        e1[p] = c1 + c2
-        e2[p] = c2 - c1
-        e3[p] = c1 - c3
-    e0, e1 = v[8, start : start + per], v[9, start : start + per]
-    e2, e3 = v[10, start : start + per], v[11, start : start + per]
-    for p in range(per):
-        c0 = ee[p + wh] - oe[p]
-        c1 = eo[p + wh] - oo[p]
-        c2 = ee[p + wh + 1] - oe[p + 1]
-        c3 = eo[p + wh + 1] - oo[p + 1]
-        e0[p] = c0 - c2
-        e1[p] = c1 + c2
-        e2[p] = c2 - c1
-        e3[p] = c1 - c3
-    e0, e1 = v[12, start : start + per], v[13, start : start + per]
-    e2, e3 = v[14, start : start + per], v[15, start : start + per]
-    for p in range(per):
-        c0 = oe[p] - oe[p + wh]
-        c1 = oo[p] - oo[p + wh]
-        c2 = oe[p + 1] - oe[p + wh + 1]
-        c3 = oo[p + 1] - oo[p + wh + 1]
-        e0[p] = c0 - c2
-        e1[p] = c1 + c2
-        e2[p] = c2 - c1
-        e3[p] = c1 - c3
+    d0_even, d0_odd = ee, eo
+    d1_even, d1_odd = oe, oo
+    d2_even, d2_odd = ee[wh:], eo[wh:]
+    d3_even, d3_odd = oe[wh:], oo[wh:]
+    one = v.dtype.type(1)
+    _input_tile_row(d0_even, d0_odd, d2_even, d2_odd, -one, v, 0, start, per)
+    _input_tile_row(d1_even, d1_odd, d2_even, d2_odd, one, v, 1, start, per)
+    _input_tile_row(d2_even, d2_odd, d1_even, d1_odd, -one, v, 2, start, per)
+    _input_tile_row(d1_even, d1_odd, d3_even, d3_odd, -one, v, 3, start, per)
 
 
 @serial_below(3, extent_arg=0)
