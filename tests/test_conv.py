@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 import fastcnn.functional.conv as conv_module
 from fastcnn.functional import Workspace, set_winograd
 from fastcnn.functional.conv import conv2d, conv2d_backward, conv2d_forward
+from fastcnn.kernels.conv_direct import conv2d_direct
 from fastcnn.reference import conv as reference
 
 # (x shape, weight shape, keyword arguments, with bias)
@@ -580,6 +581,47 @@ def test_direct_kernel_one_and_two_threads_identical(
     assert ctx.direct and min(y.size, x.size) >= 1 << 15
     for single, double in zip(*results, strict=True):
         np.testing.assert_array_equal(single, double, strict=True)
+
+
+@pytest.mark.parametrize("c_out", [1, 2, 3, 5, 6])
+@pytest.mark.parametrize("k", [1, 2, 3, 5])
+def test_direct_kernel_skipping_the_zero_rows_changes_no_finite_sum(rng, k, c_out):
+    # Padding by the kernel's whole reach, as the input gradient does: the outer
+    # kernel rows meet only the zero rows for k - 1 output rows each.
+    x, weight, bias = _make(rng, (2, 3, 6, 7), (c_out, 3, k, k), True)
+    pad = k - 1
+    full = np.empty((2, c_out, 6 + pad, 7 + pad))
+    skipping = np.empty_like(full)
+
+    conv2d_direct(x, weight, bias, full, pad, pad, 1, 1, False, False)
+    conv2d_direct(x, weight, bias, skipping, pad, pad, 1, 1, False, True)
+
+    # Equal up to rounding: the loops over the shorter runs split into vector
+    # and remainder iterations at other places, which may associate the sums
+    # differently.
+    assert_close(skipping, full)
+    assert_close(full, reference.conv2d(x, weight, bias, padding=pad))
+
+
+def test_direct_kernel_skipping_the_zero_rows_forms_no_product_with_them(rng):
+    # Only the top kernel row's middle tap is nonzero, and infinite: in the full
+    # sum it meets the two zero rows above the input (0 * inf = NaN); skipped,
+    # those rows add nothing.
+    x = rng.uniform(1.0, 2.0, (1, 1, 4, 4))
+    weight = np.zeros((1, 1, 3, 3))
+    weight[0, 0, 0, 1] = np.inf
+    full = np.empty((1, 1, 6, 6))
+    skipping = np.empty_like(full)
+
+    conv2d_direct(x, weight, np.zeros(1), full, 2, 2, 1, 1, False, False)
+    conv2d_direct(x, weight, np.zeros(1), skipping, 2, 2, 1, 1, False, True)
+
+    assert np.isnan(full[0, 0, :2]).all()
+    np.testing.assert_array_equal(skipping[0, 0, :2], 0.0)
+    # Rows 2 to 5 meet the input: inf where the tap's column does too, and NaN
+    # where it meets the zero columns, which neither kernel skips.
+    np.testing.assert_array_equal(skipping[0, 0, 2:], full[0, 0, 2:])
+    assert np.isposinf(skipping[0, 0, 2:, 1:5]).all()
 
 
 @pytest.mark.parametrize("shares", [1, 2, 4])

@@ -345,13 +345,15 @@ def _direct_convolution(
     relu: bool,
     workspace: Workspace | None,
     name: str,
+    skip_border: bool = False,
 ) -> None:
     """Write a convolution :func:`_uses_direct` accepts into ``y`` (NCHW).
 
     3x3 filters without dilation between many channels go to the Winograd
     kernel, whose transformed filters are kept in ``workspace`` under ``name``;
     everything else to the direct kernel. Both take padding up to the kernel's
-    reach on every side.
+    reach on every side. ``skip_border`` lets the direct kernel skip the zero
+    rows of the padding, which is exact for finite filters only.
     """
     c_out, c_in, kh, kw = weight.shape
     h_out, w_out = y.shape[2:]
@@ -369,7 +371,9 @@ def _direct_convolution(
         group = max(1, -(-TILE_COLUMNS // max(tiles, 1)))
         conv2d_winograd(x, filters, bias, y, pad_top, pad_left, group, relu)
     else:
-        conv2d_direct(x, weight, bias, y, pad_top, pad_left, *dilation, relu)
+        conv2d_direct(
+            x, weight, bias, y, pad_top, pad_left, *dilation, relu, skip_border
+        )
 
 
 def _winograd_is_safe(
@@ -635,7 +639,9 @@ def _direct_grad_input(
 
     With stride 1, ``grad_input`` is ``grad_output`` padded by ``dilation * (k -
     1) - pad`` on each side and correlated with the filters flipped in both
-    spatial axes, ``C_in`` and ``C_out`` swapped.
+    spatial axes, ``C_in`` and ``C_out`` swapped. The padding's zero rows are
+    skipped: the filters are finite here (:func:`conv2d_backward` sends
+    non-finite ones to the products path).
     """
     weight, ws = ctx.weight, ctx.workspace
     c_out, c_in, kh, kw = weight.shape
@@ -655,6 +661,7 @@ def _direct_grad_input(
         False,
         ws,
         "conv2d.grad_input_winograd_filters",
+        skip_border=True,
     )
 
 

@@ -10,6 +10,11 @@ output channel's accumulator. Position ``q = oh * Wp + ow`` holds output
 contiguous loops vectorise, and the taps of one kernel row are fused into one
 pass over the accumulators of four output channels at a time, so that each
 accumulator is loaded and stored once per kernel row rather than once per tap.
+A kernel row can skip the output rows whose windows meet it only in all-zero
+rows of the plane (the input gradient pads by the whole kernel's reach, so a
+5x5 kernel spends more than a quarter of its work there otherwise); the forward
+pass multiplies them anyway, so that an infinite filter tap meeting the zero
+border gives NaN, as the reference's sum does.
 
 This beats the column matrix and matrix products when the filters are small
 (few input channels times taps): the column matrix is then as large as the
@@ -29,30 +34,47 @@ _BLOCK = 4
 
 
 @serial_kernel
-def _add_rows3(acc, planes, taps, wp, dil_h, dil_w):
+def _run_bounds(i, dil_h, wp, length, top, bottom):
+    """The part ``q0 <= q < q1`` of a run that kernel row ``i`` must add.
+
+    Output row ``oh`` reads plane row ``oh + i * dil_h``; only plane rows
+    ``top <= r < bottom`` may hold anything but zeros.
+    """
+    h_out = length // wp
+    first = max(0, top - i * dil_h)
+    last = min(h_out, bottom - i * dil_h)
+    q0 = first * wp
+    return q0, max(q0, last * wp)
+
+
+@serial_kernel
+def _add_rows3(acc, planes, taps, wp, dil_h, dil_w, top, bottom):
     """Add all 3-wide kernel rows of four output channels to their accumulators.
 
     ``acc[b, q] += sum_(c, i, j) taps[b, c, i, j] * planes[c, i * dil_h * wp + j
     * dil_w + q]`` for ``q < acc.shape[1]``, one kernel row ``(c, i)`` at a time:
     each accumulator is read and written once per kernel row, and each input
-    value loaded once for the four channels.
+    value loaded once for the four channels. Only plane rows ``top <= r <
+    bottom`` are read (see :func:`_run_bounds`).
     """
     length = acc.shape[1]
-    a0 = acc[0]
-    a1 = acc[1]
-    a2 = acc[2]
-    a3 = acc[3]
-    for c in range(planes.shape[0]):
-        for i in range(taps.shape[2]):
-            row = planes[c, i * dil_h * wp :]
+    for i in range(taps.shape[2]):
+        q0, q1 = _run_bounds(i, dil_h, wp, length, top, bottom)
+        n = q1 - q0
+        a0 = acc[0, q0:q1]
+        a1 = acc[1, q0:q1]
+        a2 = acc[2, q0:q1]
+        a3 = acc[3, q0:q1]
+        for c in range(planes.shape[0]):
+            row = planes[c, i * dil_h * wp + q0 :]
             w00, w01, w02 = taps[0, c, i, 0], taps[0, c, i, 1], taps[0, c, i, 2]
             w10, w11, w12 = taps[1, c, i, 0], taps[1, c, i, 1], taps[1, c, i, 2]
             w20, w21, w22 = taps[2, c, i, 0], taps[2, c, i, 1], taps[2, c, i, 2]
             w30, w31, w32 = taps[3, c, i, 0], taps[3, c, i, 1], taps[3, c, i, 2]
-            s0 = row[:length]
-            s1 = row[dil_w : dil_w + length]
-            s2 = row[2 * dil_w : 2 * dil_w + length]
-            for q in range(length):
+            s0 = row[:n]
+            s1 = row[dil_w : dil_w + n]
+            s2 = row[2 * dil_w : 2 * dil_w + n]
+            for q in range(n):
                 v0 = s0[q]
                 v1 = s1[q]
                 v2 = s2[q]
@@ -63,36 +85,41 @@ def _add_rows3(acc, planes, taps, wp, dil_h, dil_w):
 
 
 @serial_kernel
-def _add_rows3_one(acc, planes, taps, wp, dil_h, dil_w):
+def _add_rows3_one(acc, planes, taps, wp, dil_h, dil_w, top, bottom):
     """:func:`_add_rows3` for one output channel: ``acc`` 1-d, ``taps`` 3-d."""
     length = acc.shape[0]
-    for c in range(planes.shape[0]):
-        for i in range(taps.shape[1]):
-            row = planes[c, i * dil_h * wp :]
+    for i in range(taps.shape[1]):
+        q0, q1 = _run_bounds(i, dil_h, wp, length, top, bottom)
+        n = q1 - q0
+        dst = acc[q0:q1]
+        for c in range(planes.shape[0]):
+            row = planes[c, i * dil_h * wp + q0 :]
             w0, w1, w2 = taps[c, i, 0], taps[c, i, 1], taps[c, i, 2]
-            s0 = row[:length]
-            s1 = row[dil_w : dil_w + length]
-            s2 = row[2 * dil_w : 2 * dil_w + length]
-            for q in range(length):
-                acc[q] += w0 * s0[q] + w1 * s1[q] + w2 * s2[q]
+            s0 = row[:n]
+            s1 = row[dil_w : dil_w + n]
+            s2 = row[2 * dil_w : 2 * dil_w + n]
+            for q in range(n):
+                dst[q] += w0 * s0[q] + w1 * s1[q] + w2 * s2[q]
 
 
 @serial_kernel
-def _add_rows5(acc, planes, taps, wp, dil_h, dil_w):
+def _add_rows5(acc, planes, taps, wp, dil_h, dil_w, top, bottom):
     """:func:`_add_rows3` for 5-wide kernel rows (20 taps of four channels a pass)."""
     length = acc.shape[1]
-    a0 = acc[0]
-    a1 = acc[1]
-    a2 = acc[2]
-    a3 = acc[3]
-    for c in range(planes.shape[0]):
-        for i in range(taps.shape[2]):
-            row = planes[c, i * dil_h * wp :]
-            s0 = row[:length]
-            s1 = row[dil_w : dil_w + length]
-            s2 = row[2 * dil_w : 2 * dil_w + length]
-            s3 = row[3 * dil_w : 3 * dil_w + length]
-            s4 = row[4 * dil_w : 4 * dil_w + length]
+    for i in range(taps.shape[2]):
+        q0, q1 = _run_bounds(i, dil_h, wp, length, top, bottom)
+        n = q1 - q0
+        a0 = acc[0, q0:q1]
+        a1 = acc[1, q0:q1]
+        a2 = acc[2, q0:q1]
+        a3 = acc[3, q0:q1]
+        for c in range(planes.shape[0]):
+            row = planes[c, i * dil_h * wp + q0 :]
+            s0 = row[:n]
+            s1 = row[dil_w : dil_w + n]
+            s2 = row[2 * dil_w : 2 * dil_w + n]
+            s3 = row[3 * dil_w : 3 * dil_w + n]
+            s4 = row[4 * dil_w : 4 * dil_w + n]
             w00, w01, w02 = taps[0, c, i, 0], taps[0, c, i, 1], taps[0, c, i, 2]
             w03, w04 = taps[0, c, i, 3], taps[0, c, i, 4]
             w10, w11, w12 = taps[1, c, i, 0], taps[1, c, i, 1], taps[1, c, i, 2]
@@ -101,7 +128,7 @@ def _add_rows5(acc, planes, taps, wp, dil_h, dil_w):
             w23, w24 = taps[2, c, i, 3], taps[2, c, i, 4]
             w30, w31, w32 = taps[3, c, i, 0], taps[3, c, i, 1], taps[3, c, i, 2]
             w33, w34 = taps[3, c, i, 3], taps[3, c, i, 4]
-            for q in range(length):
+            for q in range(n):
                 v0 = s0[q]
                 v1 = s1[q]
                 v2 = s2[q]
@@ -114,44 +141,86 @@ def _add_rows5(acc, planes, taps, wp, dil_h, dil_w):
 
 
 @serial_kernel
-def _accumulate(acc, planes, weight, co, block, wp, dil_h, dil_w):
+def _add_rows5_pair(acc0, acc1, planes, t0, t1, wp, dil_h, dil_w, top, bottom):
+    """:func:`_add_rows5` for two output channels: filters ``t0``, ``t1`` (3-d)."""
+    length = acc0.shape[0]
+    for i in range(t0.shape[1]):
+        q0, q1 = _run_bounds(i, dil_h, wp, length, top, bottom)
+        n = q1 - q0
+        a0 = acc0[q0:q1]
+        a1 = acc1[q0:q1]
+        for c in range(planes.shape[0]):
+            row = planes[c, i * dil_h * wp + q0 :]
+            s0 = row[:n]
+            s1 = row[dil_w : dil_w + n]
+            s2 = row[2 * dil_w : 2 * dil_w + n]
+            s3 = row[3 * dil_w : 3 * dil_w + n]
+            s4 = row[4 * dil_w : 4 * dil_w + n]
+            w00, w01, w02 = t0[c, i, 0], t0[c, i, 1], t0[c, i, 2]
+            w03, w04 = t0[c, i, 3], t0[c, i, 4]
+            w10, w11, w12 = t1[c, i, 0], t1[c, i, 1], t1[c, i, 2]
+            w13, w14 = t1[c, i, 3], t1[c, i, 4]
+            for q in range(n):
+                v0 = s0[q]
+                v1 = s1[q]
+                v2 = s2[q]
+                v3 = s3[q]
+                v4 = s4[q]
+                a0[q] += w00 * v0 + w01 * v1 + w02 * v2 + w03 * v3 + w04 * v4
+                a1[q] += w10 * v0 + w11 * v1 + w12 * v2 + w13 * v3 + w14 * v4
+
+
+@serial_kernel
+def _accumulate(acc, planes, weight, co, block, wp, dil_h, dil_w, top, bottom):
     """Set ``acc[:block]`` to the sums of filters ``co .. co + block - 1``.
 
     ``acc[b, q] = sum_(c, i, j) weight[co + b, c, i, j] * planes[c, i * dil_h *
-    wp + j * dil_w + q]``. A serial function of its own, so that the parallel
-    kernel's loop body, which Numba compiles slowly, stays small.
+    wp + j * dil_w + q]``, reading plane rows ``top <= r < bottom`` only. A
+    serial function of its own, so that the parallel kernel's loop body, which
+    Numba compiles slowly, stays small.
     """
     c_in, kh, kw = weight.shape[1], weight.shape[2], weight.shape[3]
     length = acc.shape[1]
     acc[:] = 0
     if block == _BLOCK and kw == 3:
-        _add_rows3(acc, planes, weight[co : co + _BLOCK], wp, dil_h, dil_w)
+        taps = weight[co : co + _BLOCK]
+        _add_rows3(acc, planes, taps, wp, dil_h, dil_w, top, bottom)
     elif block == _BLOCK and kw == 5:
-        _add_rows5(acc, planes, weight[co : co + _BLOCK], wp, dil_h, dil_w)
+        taps = weight[co : co + _BLOCK]
+        _add_rows5(acc, planes, taps, wp, dil_h, dil_w, top, bottom)
     elif kw == 5:
-        # The last, partial block: its filters padded with zero filters whose
-        # accumulators are dropped. (Copied element by element: a 4-d slice
-        # assignment takes Numba seconds to compile.)
-        taps = np.zeros((_BLOCK, c_in, kh, kw), dtype=weight.dtype)
-        for b in range(block):
-            for c in range(c_in):
-                for i in range(kh):
-                    for j in range(kw):
-                        taps[b, c, i, j] = weight[co + b, c, i, j]
-        _add_rows5(acc, planes, taps, wp, dil_h, dil_w)
+        # The last, partial block, two filters a pass; a lone last filter is
+        # paired with itself and its copy's accumulator (acc[block]) dropped.
+        for b in range(0, block, 2):
+            second = b + 1 if b + 1 < block else b
+            _add_rows5_pair(
+                acc[b],
+                acc[b + 1],
+                planes,
+                weight[co + b],
+                weight[co + second],
+                wp,
+                dil_h,
+                dil_w,
+                top,
+                bottom,
+            )
     elif kw == 3:
         for b in range(block):
-            _add_rows3_one(acc[b], planes, weight[co + b], wp, dil_h, dil_w)
+            taps = weight[co + b]
+            _add_rows3_one(acc[b], planes, taps, wp, dil_h, dil_w, top, bottom)
     else:
         for c in range(c_in):
             for i in range(kh):
-                row = planes[c, i * dil_h * wp :]
+                q0, q1 = _run_bounds(i, dil_h, wp, length, top, bottom)
+                n = q1 - q0
+                row = planes[c, i * dil_h * wp + q0 :]
                 for j in range(kw):
-                    run = row[j * dil_w : j * dil_w + length]
+                    run = row[j * dil_w : j * dil_w + n]
                     for b in range(block):
                         tap = weight[co + b, c, i, j]
-                        dst = acc[b]
-                        for q in range(length):
+                        dst = acc[b, q0:q1]
+                        for q in range(n):
                             dst[q] += tap * run[q]
 
 
@@ -183,7 +252,9 @@ def _write_block(acc, y, bias, co, block, wp, relu):
 
 @serial_below(3, extent_arg=0)
 @parallel_kernel
-def conv2d_direct(x, weight, bias, y, pad_top, pad_left, dil_h, dil_w, relu):
+def conv2d_direct(
+    x, weight, bias, y, pad_top, pad_left, dil_h, dil_w, relu, skip_border
+):
     """Stride-1, single-group convolution written straight into NCHW output.
 
     Parameters
@@ -203,6 +274,10 @@ def conv2d_direct(x, weight, bias, y, pad_top, pad_left, dil_h, dil_w, relu):
     relu : bool
         Whether to write ``relu(conv + bias)`` (0 for negative values, NaN kept)
         instead of ``conv + bias``, in the same pass.
+    skip_border : bool
+        Whether to skip the products of filter taps with the rows of zeros above
+        and below the input. Exact only for finite filters: an infinite tap
+        times a skipped zero would have been NaN.
     """
     n_batch, c_in, h, w = x.shape
     c_out, kh, kw = weight.shape[0], weight.shape[2], weight.shape[3]
@@ -212,6 +287,9 @@ def conv2d_direct(x, weight, bias, y, pad_top, pad_left, dil_h, dil_w, relu):
     length = h_out * wp
     # Reading run q < length at tap (kH - 1, kW - 1) reaches this far.
     plane_size = hp * wp + (kw - 1) * dil_w
+    # Plane rows that can hold anything but zeros.
+    top = pad_top if skip_border else 0
+    bottom = pad_top + h if skip_border else hp
 
     # Each iteration owns sample n: y[n] and its own scratch planes.
     for n in prange(n_batch):
@@ -224,7 +302,7 @@ def conv2d_direct(x, weight, bias, y, pad_top, pad_left, dil_h, dil_w, relu):
         acc = np.empty((_BLOCK, length), dtype=y.dtype)
         for co in range(0, c_out, _BLOCK):
             block = min(_BLOCK, c_out - co)
-            _accumulate(acc, planes, weight, co, block, wp, dil_h, dil_w)
+            _accumulate(acc, planes, weight, co, block, wp, dil_h, dil_w, top, bottom)
             _write_block(acc, y[n], bias, co, block, wp, relu)
 
 
