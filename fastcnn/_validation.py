@@ -34,6 +34,21 @@ def _describe(value: Any) -> str:
     return f"{type(value).__name__} {text}"
 
 
+def kernel_ready(x: np.ndarray, dtype: Any = None) -> np.ndarray:
+    """Return ``x`` (cast to ``dtype``) as a C-contiguous, writeable array.
+
+    ``x`` itself when it already is one, else a copy. Numba compiles a separate
+    version of every kernel for read-only arrays (``np.frombuffer``, read-only
+    memory maps, ``setflags(write=False)``): on first use that costs seconds of
+    compiling per kernel, where the copy costs one pass over the data. Unlike
+    ``np.ascontiguousarray``, a 0-d array stays 0-d.
+    """
+    if (dtype is None or x.dtype == dtype) and x.flags.c_contiguous:
+        if x.flags.writeable:
+            return x
+    return np.array(x, dtype=dtype, order="C")
+
+
 def check_array(
     x: Any,
     name: str,
@@ -58,9 +73,10 @@ def check_array(
     Returns
     -------
     numpy.ndarray
-        ``x`` itself when it is a C-contiguous plain array, else a plain
-        C-contiguous view or copy (so strided and negative-stride views give
-        correct results).
+        ``x`` itself when it is a writeable C-contiguous plain array, else a
+        plain view or a C-contiguous copy (so strided and negative-stride views
+        give correct results, and read-only arrays compile no second set of
+        kernels; see :func:`kernel_ready`).
     """
     if not isinstance(x, np.ndarray):
         raise TypeError(f"{name} must be a numpy.ndarray, got {_describe(x)}")
@@ -84,8 +100,7 @@ def check_array(
         if x.ndim not in allowed:
             want = " or ".join(f"{d}-d" for d in allowed)
             raise ValueError(f"{name} must be {want}, got {x.ndim}-d shape {x.shape}")
-    # ``np.ascontiguousarray`` would turn a 0-d array into shape (1,).
-    return x if x.flags.c_contiguous else np.ascontiguousarray(x)
+    return kernel_ready(x)
 
 
 def check_same_dtype(reference: np.ndarray, ref_name: str, **others: Any) -> None:

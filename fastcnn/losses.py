@@ -24,6 +24,7 @@ from fastcnn._validation import (
     check_choice,
     check_fits_dtype,
     check_real,
+    kernel_ready,
 )
 from fastcnn.functional.softmax import cross_entropy_with_grad
 
@@ -47,11 +48,9 @@ def _as_target(target: Any, prediction: np.ndarray) -> np.ndarray:
             f"target must have the shape of prediction {prediction.shape}, "
             f"got {target.shape}"
         )
-    if target.dtype == prediction.dtype:
-        return np.ascontiguousarray(target)
     # Values beyond float32 become inf, without a warning.
     with np.errstate(all="ignore"):
-        return np.ascontiguousarray(target, dtype=prediction.dtype)
+        return kernel_ready(target, prediction.dtype)
 
 
 def _check_not_empty(prediction: np.ndarray) -> None:

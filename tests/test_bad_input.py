@@ -10,9 +10,14 @@ below pair each bad input with the exception type and a fragment of the message;
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
+
 import numpy as np
 import pytest
+from numba.core.dispatcher import Dispatcher
 
+import fastcnn.kernels
 from fastcnn import functional as F
 from fastcnn.layers import (
     AvgPool2D,
@@ -717,6 +722,63 @@ def test_views_give_the_contiguous_result(op, view):
     assert not x.flags.c_contiguous
     expected = VIEW_OPS[op](np.ascontiguousarray(x))
     np.testing.assert_array_equal(VIEW_OPS[op](x), expected)
+
+
+def _compiled_signatures() -> int:
+    """How many versions of fastcnn's kernels Numba has compiled so far."""
+    count = 0
+    for info in pkgutil.iter_modules(fastcnn.kernels.__path__):
+        module = importlib.import_module(f"fastcnn.kernels.{info.name}")
+        for obj in vars(module).values():
+            for dispatcher in (obj, getattr(obj, "serial", None)):
+                if isinstance(dispatcher, Dispatcher):
+                    count += len(dispatcher.signatures)
+            if isinstance(getattr(obj, "parallel", None), Dispatcher):
+                count += len(obj.parallel.signatures)
+    return count
+
+
+def _read_only(a: np.ndarray) -> np.ndarray:
+    a = a.copy()
+    a.setflags(write=False)
+    return a
+
+
+@pytest.mark.parametrize("op", VIEW_OPS)
+def test_read_only_input_gives_the_same_result_and_compiles_nothing(op):
+    # The shapes VIEW_OPS take.
+    x = np.ascontiguousarray(VIEWS["strided"](_BIG))
+    expected = VIEW_OPS[op](x)
+    before = _compiled_signatures()
+
+    got = VIEW_OPS[op](_read_only(x))
+
+    # Numba would compile every kernel again for read-only arrays.
+    assert _compiled_signatures() == before
+    np.testing.assert_array_equal(got, expected)
+
+
+def test_read_only_targets_and_buffers_compile_nothing():
+    logits = _RNG.standard_normal((5, 4))
+    labels = np.arange(5, dtype=np.int64) % 4
+    probabilities = F.softmax(_RNG.standard_normal((5, 4)), axis=1)
+    expected = [
+        F.cross_entropy(logits, labels),
+        F.cross_entropy(logits, labels),
+        F.cross_entropy(logits, probabilities),
+        MSELoss().forward(logits, probabilities),
+    ]
+    before = _compiled_signatures()
+
+    got = [
+        F.cross_entropy(np.frombuffer(logits.tobytes()).reshape(5, 4), labels),
+        F.cross_entropy(logits, _read_only(labels)),
+        F.cross_entropy(logits, _read_only(probabilities)),
+        MSELoss().forward(logits, _read_only(probabilities)),
+    ]
+
+    assert _compiled_signatures() == before
+    np.testing.assert_array_equal(got, expected)
 
 
 def test_backward_views_give_the_contiguous_result():

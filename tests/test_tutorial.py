@@ -158,6 +158,19 @@ def test_dense_forward_and_backward_follow_the_formulas(rng):
     assert_close(layer.bias, b0 - 0.05 * g)
 
 
+def test_read_only_input_compiles_no_second_kernel(rng):
+    # Numba compiles a separate version of a kernel for read-only arrays.
+    np.random.seed(1)  # noqa: NPY002
+    layer = Dense(5, 3)
+    x = rng.standard_normal((5, 1))
+    expected = layer.forward(x).copy()
+    compiled = len(_compiled.dense_forward.signatures)
+    x.setflags(write=False)
+
+    np.testing.assert_array_equal(layer.forward(x), expected)
+    assert len(_compiled.dense_forward.signatures) == compiled
+
+
 @pytest.mark.parametrize(
     ("input_shape", "kernel_size", "depth"),
     [((1, 6, 6), 3, 2), ((2, 7, 5), 3, 3), ((3, 4, 6), 1, 2), ((2, 5, 5), 5, 1)],

@@ -24,6 +24,7 @@ from fastcnn._validation import (
     check_int,
     check_real,
     check_same_dtype,
+    kernel_ready,
 )
 from fastcnn.functional._workspace import Workspace, check_workspace, take
 from fastcnn.kernels.softmax import (
@@ -311,7 +312,7 @@ def _check_target(target: Any, logits: np.ndarray) -> tuple[bool, np.ndarray]:
                 f"target of class probabilities must have the shape of logits "
                 f"{logits.shape}, got {target.shape}"
             )
-        return False, np.ascontiguousarray(target).reshape(n, k)
+        return False, kernel_ready(target).reshape(n, k)
     raise TypeError(
         "target must have an integer dtype (class indices) or the dtype of logits "
         f"({logits.dtype}, class probabilities), got {target.dtype}"
@@ -383,7 +384,10 @@ def _cross_entropy(
         # The kernels leave the exponentials there.
         scale = _EMPTY[dtype]
         grad = take(workspace, f"{name}.exps", (n, k), dtype)
-    if is_index and not (target.dtype == np.int64 and target.flags.c_contiguous):
+    flags = target.flags
+    if is_index and not (
+        target.dtype == np.int64 and flags.c_contiguous and flags.writeable
+    ):
         converted = take(workspace, f"{name}.target", (n,), np.int64)
         converted[...] = target.reshape(n)
         target = converted

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from fastcnn._validation import check_int, check_real
+from fastcnn._validation import check_int, check_real, kernel_ready
 from fastcnn.tutorial import _compiled
 
 __all__ = [
@@ -42,7 +42,7 @@ def as_float64(value: Any, name: str) -> np.ndarray:
         raise TypeError(
             f"{name} must be an array of real numbers, got dtype {array.dtype}"
         )
-    return np.ascontiguousarray(array, dtype=np.float64)
+    return kernel_ready(np.ascontiguousarray(array, dtype=np.float64))
 
 
 def _check_shape(array: np.ndarray, name: str, shape: tuple[int, ...]) -> None:

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from fastcnn._validation import check_int, check_real
+from fastcnn._validation import check_int, check_real, kernel_ready
 from fastcnn.tutorial import _compiled
 from fastcnn.tutorial import layers as _layers
 from fastcnn.tutorial.layers import (
@@ -230,7 +230,7 @@ def _float64_samples(data: Any) -> np.ndarray | None:
         return None
     if array.dtype.kind not in "biuf" or array.ndim < 1:
         return None
-    return np.ascontiguousarray(array, dtype=np.float64)
+    return kernel_ready(np.ascontiguousarray(array, dtype=np.float64))
 
 
 def _is_parameter(array: np.ndarray) -> bool:
