@@ -232,8 +232,20 @@ def _load(args: argparse.Namespace):
         datasets.load_mnist if args.dataset == "mnist" else datasets.load_fashion_mnist
     )
     download = not args.no_download
-    train = loader(args.train, data_dir=args.data_dir, download=download)
-    test = loader(args.eval, data_dir=args.data_dir, download=download)
+    try:
+        train = loader(args.train, data_dir=args.data_dir, download=download)
+        test = loader(args.eval, data_dir=args.data_dir, download=download)
+    except datasets.DatasetNotFoundError as error:
+        if error.folder is None:
+            raise
+        # The library's message speaks of its arguments; say it in options.
+        raise datasets.DatasetNotFoundError(
+            f"{args.dataset} files missing from {error.folder}: "
+            f"{', '.join(error.missing)} (raw files without .gz are read too). "
+            f"Put them there, point --data-dir at a folder holding them (or set "
+            f"${datasets.ENV_VAR} to a folder with a '{args.dataset}' subfolder), "
+            f"or drop --no-download to fetch them"
+        ) from error
     return train, test
 
 
@@ -315,7 +327,8 @@ def _train(args: argparse.Namespace) -> int:
     wall = time.perf_counter() - start
     loss, accuracy = model.evaluate(x_test, y_test)
     print(f"test accuracy: {accuracy:.2%} (loss {loss:.4f}) on {len(x_test)} images")
-    print(f"training time: {wall:.1f} s for {args.epochs} epochs")
+    epochs = "epoch" if args.epochs == 1 else "epochs"
+    print(f"training time: {wall:.1f} s for {args.epochs} {epochs}")
     if args.save is not None:
         model.save(args.save)
         print(f"model saved to {args.save}")
@@ -356,12 +369,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        if args.command == "train":
-            return _train(args)
-        return _info()
+        status = _train(args) if args.command == "train" else _info()
+        # Here rather than at exit, so that a closed pipe is handled below.
+        sys.stdout.flush()
+        return status
     except KeyboardInterrupt:
         print("fastcnn: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # The reader of standard output went away (``fastcnn info | head -1``):
+        # not an error of this command. Python's own flush at exit would raise
+        # again, so standard output is pointed at /dev/null first.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
     except (
         OSError,
         ValueError,

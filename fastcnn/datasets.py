@@ -105,7 +105,18 @@ _INSTALL_HINT = 'pip install "fastcnn[train]"'
 
 
 class DatasetNotFoundError(FileNotFoundError):
-    """The files of a data set are neither in their folder nor downloadable."""
+    """The files of a data set are neither in their folder nor downloadable.
+
+    Attributes
+    ----------
+    folder : pathlib.Path or None
+        The folder the files were looked for in.
+    missing : tuple of str
+        The names of the files not found there.
+    """
+
+    folder: Path | None = None
+    missing: tuple[str, ...] = ()
 
 
 class DownloadError(OSError):
@@ -465,10 +476,13 @@ def _load_idx_dataset(
     missing = [stem for stem in stems if _find(folder, stem) is None]
     if missing:
         if not download:
-            raise DatasetNotFoundError(
+            error = DatasetNotFoundError(
                 _missing_message(dataset, folder, origin, missing)
                 + "; or call with download=True to fetch them"
             )
+            error.folder = folder
+            error.missing = tuple(f"{stem}.gz" for stem in missing)
+            raise error
         url = BASE_URLS[dataset] if base_url is None else base_url
         _download(dataset, folder, origin, missing, url, progress)
 

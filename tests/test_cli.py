@@ -97,6 +97,9 @@ def test_missing_data_fails_with_one_line_naming_the_folder(tmp_path, capsys):
     assert "\n" not in err
     assert err.startswith("fastcnn train: error:")
     assert str(tmp_path) in err
+    # Advice in the command's options, not the library's arguments.
+    assert "--data-dir" in err and "--no-download" in err
+    assert "download=True" not in err and "data_dir=" not in err
 
 
 @pytest.mark.parametrize(
@@ -149,6 +152,34 @@ def test_python_dash_m_runs_the_same_command():
     assert result.returncode == 0, result.stderr
     assert f"fastcnn {fastcnn.__version__}" in result.stdout
     assert f"threading layer: {_config.PREFERRED_LAYER}" in result.stdout
+
+
+def test_a_closed_standard_output_is_not_an_error():
+    # As in `fastcnn info | head -c 1`: the reader has gone before the output.
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        result = subprocess.run(
+            [sys.executable, "-m", "fastcnn", "info"],
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=300,
+            check=False,
+        )
+    finally:
+        os.close(write_end)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""
+
+
+def test_one_epoch_is_singular(capsys):
+    pytest.importorskip("sklearn")
+    args = ["train", "--dataset", "digits", "--epochs", "1", "--quiet"]
+    assert main(args) == 0
+    assert re.search(
+        r"training time: [\d.]+ s for 1 epoch$", capsys.readouterr().out, re.M
+    )
 
 
 def test_negative_seed_is_refused_naming_the_option(capsys):
