@@ -162,10 +162,15 @@ def _rephrase_shape_error(
     caller of ``predict``, ``fit`` or ``evaluate`` never passed: a refusal of the
     number of dimensions is said again in terms of ``name`` and the layer.
     """
-    if not isinstance(error, PerSampleRankError):
-        return str(error)
-    layout = error.layout
     where = f"layer {index} ({type(layer).__name__})"
+    if not isinstance(error, PerSampleRankError):
+        if index == 0:
+            return f"{where}: {error}"
+        return (
+            f"{where} refuses the samples of shape {shape} that the layers before "
+            f"it give: {error}"
+        )
+    layout = error.layout
     if index == 0:
         inner = layout.strip("()").rstrip(",")
         text = (
@@ -824,7 +829,13 @@ class Sequential:
         shape = tuple(input_shape)
         rows.append(("", "Input", str(shape), ""))
         for i, layer in enumerate(self.layers):
-            shape = tuple(layer.output_shape(shape))
+            try:
+                shape = tuple(layer.output_shape(shape))
+            except (TypeError, ValueError) as error:
+                raise type(error)(
+                    f"layer {i} ({type(layer).__name__}) refuses per-sample shape "
+                    f"{shape}: {error}"
+                ) from error
             rows.append(
                 (
                     str(i),

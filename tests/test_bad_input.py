@@ -1216,7 +1216,8 @@ SEQUENTIAL_CASES = [
         "fit-x-channels",
         lambda: _fit(x=np.repeat(XS, 2, axis=1)),
         ValueError,
-        "x has per-sample shape .* not accept: input must have 1 channels",
+        r"x has per-sample shape .* not accept: layer 0 \(Conv2D\): input must have 1 "
+        "channels",
     ),
     (
         "predict-x-channels",

@@ -570,6 +570,21 @@ def test_a_later_layer_refusing_the_rank_names_the_layer():
     )
 
 
+def test_layers_that_do_not_fit_together_are_named():
+    model = Sequential([Conv2D(1, 4, 3, rng=0), Conv2D(3, 8, 3, rng=0)])
+    with pytest.raises(ValueError) as info:
+        model.predict(np.zeros((2, 1, 8, 8), np.float32))
+    assert str(info.value) == (
+        "x has per-sample shape (1, 8, 8), which the model does not accept: layer 1 "
+        "(Conv2D) refuses the samples of shape (4, 6, 6) that the layers before it "
+        "give: input must have 3 channels (axis -3), got 4"
+    )
+    with pytest.raises(ValueError, match=r"^layer 1 \(Conv2D\) refuses per-sample"):
+        model.summary((1, 8, 8))
+    with pytest.raises(ValueError, match=r"accept: layer 0 \(Conv2D\): input must"):
+        model.predict(np.zeros((2, 2, 8, 8), np.float32))
+
+
 def test_fit_refuses_an_optimizer_of_another_model():
     x, y = make_data(n=10)
     model, other = make_model(), make_model()
