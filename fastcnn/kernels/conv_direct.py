@@ -103,46 +103,12 @@ def _add_rows3_one(acc, planes, taps, wp, dil_h, dil_w, top, bottom):
 
 
 @serial_kernel
-def _add_rows5(acc, planes, taps, wp, dil_h, dil_w, top, bottom):
-    """:func:`_add_rows3` for 5-wide kernel rows (20 taps of four channels a pass)."""
-    length = acc.shape[1]
-    for i in range(taps.shape[2]):
-        q0, q1 = _run_bounds(i, dil_h, wp, length, top, bottom)
-        n = q1 - q0
-        a0 = acc[0, q0:q1]
-        a1 = acc[1, q0:q1]
-        a2 = acc[2, q0:q1]
-        a3 = acc[3, q0:q1]
-        for c in range(planes.shape[0]):
-            row = planes[c, i * dil_h * wp + q0 :]
-            s0 = row[:n]
-            s1 = row[dil_w : dil_w + n]
-            s2 = row[2 * dil_w : 2 * dil_w + n]
-            s3 = row[3 * dil_w : 3 * dil_w + n]
-            s4 = row[4 * dil_w : 4 * dil_w + n]
-            w00, w01, w02 = taps[0, c, i, 0], taps[0, c, i, 1], taps[0, c, i, 2]
-            w03, w04 = taps[0, c, i, 3], taps[0, c, i, 4]
-            w10, w11, w12 = taps[1, c, i, 0], taps[1, c, i, 1], taps[1, c, i, 2]
-            w13, w14 = taps[1, c, i, 3], taps[1, c, i, 4]
-            w20, w21, w22 = taps[2, c, i, 0], taps[2, c, i, 1], taps[2, c, i, 2]
-            w23, w24 = taps[2, c, i, 3], taps[2, c, i, 4]
-            w30, w31, w32 = taps[3, c, i, 0], taps[3, c, i, 1], taps[3, c, i, 2]
-            w33, w34 = taps[3, c, i, 3], taps[3, c, i, 4]
-            for q in range(n):
-                v0 = s0[q]
-                v1 = s1[q]
-                v2 = s2[q]
-                v3 = s3[q]
-                v4 = s4[q]
-                a0[q] += w00 * v0 + w01 * v1 + w02 * v2 + w03 * v3 + w04 * v4
-                a1[q] += w10 * v0 + w11 * v1 + w12 * v2 + w13 * v3 + w14 * v4
-                a2[q] += w20 * v0 + w21 * v1 + w22 * v2 + w23 * v3 + w24 * v4
-                a3[q] += w30 * v0 + w31 * v1 + w32 * v2 + w33 * v3 + w34 * v4
-
-
-@serial_kernel
 def _add_rows5_pair(acc0, acc1, planes, t0, t1, wp, dil_h, dil_w, top, bottom):
-    """:func:`_add_rows5` for two output channels: filters ``t0``, ``t1`` (3-d)."""
+    """:func:`_add_rows3` for 5-wide kernel rows of two output channels.
+
+    ``acc0`` and ``acc1`` are their 1-d accumulators, ``t0`` and ``t1`` their
+    (C_in, kH, 5) filters: ten taps a pass.
+    """
     length = acc0.shape[0]
     for i in range(t0.shape[1]):
         q0, q1 = _run_bounds(i, dil_h, wp, length, top, bottom)
@@ -185,12 +151,10 @@ def _accumulate(acc, planes, weight, co, block, wp, dil_h, dil_w, top, bottom):
     if block == _BLOCK and kw == 3:
         taps = weight[co : co + _BLOCK]
         _add_rows3(acc, planes, taps, wp, dil_h, dil_w, top, bottom)
-    elif block == _BLOCK and kw == 5:
-        taps = weight[co : co + _BLOCK]
-        _add_rows5(acc, planes, taps, wp, dil_h, dil_w, top, bottom)
     elif kw == 5:
-        # The last, partial block, two filters a pass; a lone last filter is
-        # paired with itself and its copy's accumulator (acc[block]) dropped.
+        # Two filters a pass (as fast per tap as four, timed apart, and with
+        # twenty taps of four filters AVX2 runs out of registers); a lone last
+        # filter is paired with itself and its copy's accumulator dropped.
         for b in range(0, block, 2):
             second = b + 1 if b + 1 < block else b
             _add_rows5_pair(
