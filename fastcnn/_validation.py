@@ -43,9 +43,9 @@ def kernel_ready(x: np.ndarray, dtype: Any = None) -> np.ndarray:
     compiling per kernel, where the copy costs one pass over the data. Unlike
     ``np.ascontiguousarray``, a 0-d array stays 0-d.
     """
-    if (dtype is None or x.dtype == dtype) and x.flags.c_contiguous:
-        if x.flags.writeable:
-            return x
+    flags = x.flags
+    if (dtype is None or x.dtype == dtype) and flags.c_contiguous and flags.writeable:
+        return x
     return np.array(x, dtype=dtype, order="C")
 
 

@@ -152,9 +152,8 @@ def _accumulate(acc, planes, weight, co, block, wp, dil_h, dil_w, top, bottom):
         taps = weight[co : co + _BLOCK]
         _add_rows3(acc, planes, taps, wp, dil_h, dil_w, top, bottom)
     elif kw == 5:
-        # Two filters a pass (as fast per tap as four, timed apart, and with
-        # twenty taps of four filters AVX2 runs out of registers); a lone last
-        # filter is paired with itself and its copy's accumulator dropped.
+        # Two filters a pass (as fast per tap as four, timed apart); a lone
+        # last filter is paired with itself and its copy's accumulator dropped.
         for b in range(0, block, 2):
             second = b + 1 if b + 1 < block else b
             _add_rows5_pair(
